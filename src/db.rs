@@ -1,0 +1,162 @@
+//! Connecting: TLS as `sslmode` asks, retries while the server is not reachable yet, and the
+//! session settings every run relies on.
+//!
+//! TLS uses OpenSSL through `postgres-openssl`: it is the library libpq itself uses, Debian
+//! ships and patches it (`libssl3`), it reads the system trust store, and it lets us follow
+//! libpq's `sslmode` meanings exactly (verify-ca checks the chain but not the host name).
+//!
+//! After a boot the timer's catch-up run can start before PostgreSQL accepts connections, so
+//! failures that can heal (refused, timed out, "the database system is starting up", too many
+//! connections) are retried with backoff until `--connect-timeout`. Failures that cannot heal
+//! (a wrong password, a missing database, a TLS policy the server does not meet) stop at once.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::X509;
+use openssl::x509::store::X509StoreBuilder;
+use postgres::Client;
+use postgres_openssl::MakeTlsConnector;
+
+use crate::conninfo::{Target, TlsMode};
+
+/// Why no connection could be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server could not be reached before the timeout (exit 75).
+    Unreachable(anyhow::Error),
+    /// The server or the configuration refused the connection (exit 2).
+    Refused(anyhow::Error),
+}
+
+/// Session settings applied right after connecting.
+pub struct Session<'a> {
+    pub timezone: Option<&'a str>,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+/// Connects to `target`, retrying healable failures until `timeout` has passed.
+pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectError> {
+    let tls = tls_connector(target).map_err(ConnectError::Refused)?;
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut config = target.config.clone();
+        config.connect_timeout(remaining.clamp(Duration::from_secs(1), Duration::from_secs(10)));
+        let error = match config.connect(tls.clone()) {
+            Ok(client) => return Ok(client),
+            Err(error) => error,
+        };
+        let description = format!("cannot connect to {}: {error}", target.describe());
+        if !is_healable(&error) {
+            return Err(ConnectError::Refused(anyhow!(description)));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ConnectError::Unreachable(anyhow!(
+                "database unreachable after {attempts} attempt(s) in {}s: {description}",
+                timeout.as_secs()
+            )));
+        }
+        log::warn!("{description}; retrying (attempt {attempts})");
+        std::thread::sleep(delay.min(remaining));
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn is_healable(error: &postgres::Error) -> bool {
+    if let Some(db_error) = error.as_db_error() {
+        let code = db_error.code().code();
+        return code.starts_with("08") || matches!(code, "57P03" | "53300" | "57P01" | "57P02");
+    }
+    if error.to_string().contains("TLS") {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+fn tls_connector(target: &Target) -> anyhow::Result<MakeTlsConnector> {
+    let mut builder = SslConnector::builder(SslMethod::tls()).context("cannot set up TLS")?;
+    let verify_chain = match (target.tls_mode, &target.root_cert) {
+        (TlsMode::VerifyCa | TlsMode::VerifyFull, _) => true,
+        // As libpq: with a root certificate given, "require" verifies the chain.
+        (TlsMode::Require, Some(_)) => true,
+        _ => false,
+    };
+    if let Some(path) = &target.root_cert {
+        builder.set_cert_store(trust_store(path)?);
+    }
+    builder.set_verify(if verify_chain {
+        SslVerifyMode::PEER
+    } else {
+        SslVerifyMode::NONE
+    });
+    let mut connector = MakeTlsConnector::new(builder.build());
+    let verify_host = target.tls_mode == TlsMode::VerifyFull;
+    connector.set_callback(move |config, _host| {
+        config.set_verify_hostname(verify_host);
+        Ok(())
+    });
+    Ok(connector)
+}
+
+fn trust_store(path: &Path) -> anyhow::Result<openssl::x509::store::X509Store> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read sslrootcert {}", path.display()))?;
+    let certificates = X509::stack_from_pem(&pem)
+        .with_context(|| format!("sslrootcert {} holds no PEM certificate", path.display()))?;
+    let mut store = X509StoreBuilder::new().context("cannot set up TLS")?;
+    for certificate in certificates {
+        store
+            .add_cert(certificate)
+            .with_context(|| format!("cannot use sslrootcert {}", path.display()))?;
+    }
+    Ok(store.build())
+}
+
+/// Applies the session settings; an invalid time zone is a configuration error.
+pub fn configure_session(client: &mut Client, session: &Session) -> anyhow::Result<()> {
+    client
+        .query(
+            "SELECT set_config('lock_timeout', $1, false),
+                    set_config('statement_timeout', $2, false),
+                    set_config('idle_in_transaction_session_timeout', $3, false)",
+            &[
+                &millis(session.lock_timeout),
+                &millis(session.statement_timeout),
+                &millis(session.statement_timeout.max(Duration::from_secs(60))),
+            ],
+        )
+        .context("cannot apply session settings")?;
+    if let Some(zone) = session.timezone {
+        client
+            .query("SELECT set_config('TimeZone', $1, false)", &[&zone])
+            .map_err(|error| anyhow!("invalid --timezone {zone:?}: {}", db_message(&error)))?;
+    }
+    Ok(())
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// The server's message for a database error, else the error's own text.
+pub fn db_message(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db_error) => db_error.message().to_owned(),
+        None => error.to_string(),
+    }
+}

@@ -1,0 +1,104 @@
+//! Sends `log` records to the journal (native protocol, structured fields) or to stderr.
+//!
+//! journald attributes a native entry to its unit by looking up the sender's cgroup when it
+//! reads the datagram; if the process has already exited, the entry loses `_SYSTEMD_UNIT` and
+//! `journalctl -u` does not show it. The entries most at risk are the last ones: the summary
+//! and the error that ended the run. Records logged with target [`FINAL`] are therefore also
+//! written as one plain line to stderr, which under systemd is a journal *stream* attributed
+//! to the unit when it was opened. Under systemd this shows the final lines twice, once with
+//! fields and once as text; that is the price of never losing the reason a run failed.
+//! At a terminal, warnings and errors are echoed to stderr too, so a person sees them.
+
+use std::io::{IsTerminal, Write};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use systemd_journal_logger::JournalLog;
+
+use crate::config::LogTarget;
+
+/// Target for records that must also reach stderr: the run summary and a fatal error.
+pub const FINAL: &str = "astegni_delete_expired::final";
+
+const IDENTIFIER: &str = "astegni-delete-expired";
+
+/// Installs the logger for `target`; returns a warning to log if the journal was wanted but
+/// could not be reached.
+pub fn init(target: LogTarget) -> Option<String> {
+    let (journal, warning) = match target {
+        LogTarget::Stderr => (None, None),
+        LogTarget::Auto => (open_journal().ok(), None),
+        LogTarget::Journal => match open_journal() {
+            Ok(journal) => (Some(journal), None),
+            Err(error) => (
+                None,
+                Some(format!(
+                    "the journal is not reachable ({error}); logging to stderr instead"
+                )),
+            ),
+        },
+    };
+    let logger = Logger {
+        journal,
+        stderr_is_terminal: std::io::stderr().is_terminal(),
+    };
+    // Installing fails only if a logger is already installed, which we never do twice.
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(LevelFilter::Info);
+    }
+    warning
+}
+
+fn open_journal() -> std::io::Result<JournalLog> {
+    Ok(JournalLog::new()?.with_syslog_identifier(IDENTIFIER.to_owned()))
+}
+
+struct Logger {
+    journal: Option<JournalLog>,
+    stderr_is_terminal: bool,
+}
+
+impl Logger {
+    fn echo_to_stderr(&self, record: &Record) -> bool {
+        match self.journal {
+            None => true,
+            Some(_) => {
+                record.target() == FINAL
+                    || (self.stderr_is_terminal && record.level() <= Level::Warn)
+            }
+        }
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some(journal) = &self.journal {
+            journal.log(record);
+        }
+        if self.echo_to_stderr(record) {
+            write_stderr_line(record);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn write_stderr_line(record: &Record) {
+    let level = match record.level() {
+        Level::Error => "error: ",
+        Level::Warn => "warning: ",
+        _ => "",
+    };
+    // stderr is unbuffered; a failed write has nowhere better to be reported.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{IDENTIFIER}: {level}{}",
+        record.args()
+    );
+}

@@ -1,0 +1,141 @@
+//! Account deletions: a user due by its own row (`account_status = 'pending_deletion'`) or
+//! by a pending request that deletes the whole account.
+//!
+//! Whether a user is due can depend on a row of `account_deletion_requests`. Under READ
+//! COMMITTED a DELETE that waited for the user's row re-checks only that row; an `EXISTS` on
+//! the requests would still read the old snapshot, and a user who cancelled while we waited
+//! would be deleted anyway. So an attempt first locks the users and *all* their pending
+//! requests (skipping any another transaction holds, and deferring that user), and only then
+//! deletes with the full condition, judging requests by the rows it holds. `ON DELETE
+//! CASCADE` removes the rest of the user's data; requests that survive the cascade are marked
+//! completed in the same statement, next to the audit rows.
+
+use std::collections::BTreeSet;
+
+use postgres::Client;
+
+use super::drain::Work;
+use super::locks::{busy_among, ids, lock_users, wait_for_user};
+use super::statements as sql;
+use crate::report::{Deletion, Report};
+use crate::schema::Schema;
+
+/// Accounts that are due.
+pub struct AccountWork<'a> {
+    schema: &'a Schema,
+    candidates: String,
+    still_due: String,
+    delete: String,
+}
+
+impl<'a> AccountWork<'a> {
+    pub fn new(schema: &'a Schema, audit: bool) -> AccountWork<'a> {
+        AccountWork {
+            schema,
+            candidates: sql::account_candidates(schema),
+            still_due: sql::still_due_accounts(schema),
+            delete: sql::delete_accounts(schema, audit),
+        }
+    }
+
+    /// Locks the pending requests of `users`; returns the locked request ids and the users
+    /// with a pending request another transaction holds.
+    fn lock_requests(
+        &self,
+        transaction: &mut postgres::Transaction,
+        users: &[i64],
+    ) -> Result<(Vec<i64>, BTreeSet<i64>), postgres::Error> {
+        let mut locked = Vec::new();
+        let mut busy_users = BTreeSet::new();
+        if self.schema.requests.is_none() || users.is_empty() {
+            return Ok((locked, busy_users));
+        }
+        for row in transaction.query(sql::LOCK_PENDING_REQUESTS, &[&users])? {
+            if row.get::<_, bool>(2) {
+                locked.push(row.get::<_, i64>(0));
+            } else {
+                busy_users.insert(row.get::<_, i64>(1));
+            }
+        }
+        Ok((locked, busy_users))
+    }
+}
+
+impl Work for AccountWork<'_> {
+    fn name(&self) -> String {
+        "users".to_owned()
+    }
+
+    fn describe(&self, id: i64) -> String {
+        format!("account of user {id}")
+    }
+
+    fn candidates(
+        &self,
+        client: &mut Client,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, postgres::Error> {
+        Ok(ids(client.query(&self.candidates, &[&after, &limit])?)
+            .into_iter()
+            .collect())
+    }
+
+    fn attempt(
+        &self,
+        client: &mut Client,
+        wanted: &[i64],
+        report: &mut Report,
+    ) -> Result<Vec<i64>, postgres::Error> {
+        let mut transaction = client.transaction()?;
+        let wanted_set: BTreeSet<i64> = wanted.iter().copied().collect();
+        let user_locks = lock_users(&mut transaction, &wanted_set)?;
+        let mut busy: Vec<i64> = user_locks.busy.iter().copied().collect();
+        let locked_users: Vec<i64> = wanted
+            .iter()
+            .copied()
+            .filter(|id| user_locks.ready(Some(*id)))
+            .collect();
+        let (requests, busy_users) = self.lock_requests(&mut transaction, &locked_users)?;
+        busy.extend(busy_users.iter().copied());
+        let ready: Vec<i64> = locked_users
+            .into_iter()
+            .filter(|id| !busy_users.contains(id))
+            .collect();
+        let deleted = match (ready.is_empty(), self.schema.requests.is_some()) {
+            (true, _) => Vec::new(),
+            (false, true) => transaction.query(&self.delete, &[&ready, &requests])?,
+            (false, false) => transaction.query(&self.delete, &[&ready])?,
+        };
+        transaction.commit()?;
+        for row in &deleted {
+            let email: Option<String> = row.get(1);
+            report.deleted(&Deletion::Account {
+                user_id: row.get(0),
+                email: email.as_deref(),
+            });
+        }
+        Ok(busy)
+    }
+
+    fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
+        let mut transaction = client.transaction()?;
+        let due = busy_among(&mut transaction, wanted, &BTreeSet::new(), &self.still_due)?;
+        transaction.commit()?;
+        Ok(due)
+    }
+
+    fn wait_until_free(&self, client: &mut Client, id: i64) -> Result<(), postgres::Error> {
+        wait_for_user(client, Some(id))?;
+        if self.schema.requests.is_some() {
+            let mut transaction = client.transaction()?;
+            transaction.query(
+                "SELECT 1 FROM account_deletion_requests WHERE user_id = $1::bigint \
+                 AND status = 'pending' FOR UPDATE",
+                &[&id],
+            )?;
+            transaction.rollback()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! Finding and deleting what is due: role profiles first ([1/2]), then whole accounts ([2/2]).
+//!
+//! The submodules: `statements` builds the SQL from the detected schema, `drain` runs the
+//! batches for any kind of work, `locks` takes the row locks of one attempt, `roles` and
+//! `accounts` are the two kinds of work, and `preview` is the dry run.
+
+mod accounts;
+mod drain;
+mod locks;
+mod preview;
+mod roles;
+pub mod statements;
+
+use anyhow::Context;
+use postgres::Client;
+
+use crate::report::Report;
+use crate::schema::Schema;
+use accounts::AccountWork;
+use drain::{BatchSizer, TARGET_TRANSACTION, drain};
+use roles::{ProfileWork, RoleRequestWork};
+
+/// What the run may do.
+pub struct Options {
+    pub dry_run: bool,
+    pub audit: bool,
+    /// 0 means no limit.
+    pub max_accounts: u64,
+}
+
+/// How the purge ended, when it did not break off.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both phases ran.
+    Completed,
+    /// More accounts were due than `--max-accounts`; none was deleted.
+    Capped,
+}
+
+/// Runs both phases, writing the report as it goes.
+pub fn run(
+    client: &mut Client,
+    schema: &Schema,
+    options: &Options,
+    report: &mut Report,
+) -> anyhow::Result<Outcome> {
+    report.banner();
+    for missing in &schema.missing_profiles {
+        report.warning(&format!(
+            "table {} for role {} does not exist; skipped",
+            missing.table, missing.role
+        ));
+    }
+    if options.dry_run {
+        let mut transaction = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .context("cannot start a read-only transaction")?;
+        let outcome = phases(&mut transaction, schema, options, report, &mut DryRun);
+        transaction.rollback().context("cannot end the dry run")?;
+        outcome
+    } else {
+        phases(client, schema, options, report, &mut Live)
+    }
+}
+
+/// What differs between a real run and a dry run.
+trait Mode<C> {
+    fn roles(
+        &mut self,
+        client: &mut C,
+        schema: &Schema,
+        options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()>;
+    fn accounts(
+        &mut self,
+        client: &mut C,
+        schema: &Schema,
+        options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()>;
+}
+
+fn phases<C: postgres::GenericClient, M: Mode<C>>(
+    client: &mut C,
+    schema: &Schema,
+    options: &Options,
+    report: &mut Report,
+    mode: &mut M,
+) -> anyhow::Result<Outcome> {
+    report.line("[1/2] Checking for expired role deletions...");
+    let before = report.roles;
+    mode.roles(client, schema, options, report)?;
+    let roles = report.roles - before;
+    summary(report, options, roles, "role");
+    report.blank();
+    report.line("[2/2] Checking for expired account deletions...");
+    let due: i64 = client
+        .query_one(&statements::count_due_accounts(schema), &[])
+        .context("cannot count the accounts due")?
+        .get(0);
+    if options.max_accounts > 0 && due as u64 > options.max_accounts {
+        refuse_over_cap(report, due, options.max_accounts);
+        return Ok(Outcome::Capped);
+    }
+    let before = report.accounts;
+    mode.accounts(client, schema, options, report)?;
+    let accounts = report.accounts - before;
+    summary(report, options, accounts, "account");
+    Ok(Outcome::Completed)
+}
+
+fn summary(report: &mut Report, options: &Options, count: u64, noun: &str) {
+    let plural = if count == 1 { "" } else { "s" };
+    let text = match (count, options.dry_run) {
+        (0, _) => format!("[SUMMARY] No expired {noun}s found"),
+        (_, true) => format!("[SUMMARY] {count} expired {noun}{plural} would be deleted"),
+        (_, false) => format!("[SUMMARY] Deleted {count} expired {noun}{plural}"),
+    };
+    report.line(&text);
+}
+
+fn refuse_over_cap(report: &mut Report, due: i64, limit: u64) {
+    let text = format!(
+        "{due} accounts are due, more than --max-accounts {limit}: no account was deleted. \
+         Review them with --dry-run, then rerun with --max-accounts {due} (or 0 for no limit)"
+    );
+    report.line(&format!("[ERROR] {text}"));
+    log::error!(max_accounts = limit, accounts_due = due; "{text}");
+}
+
+struct Live;
+
+impl Mode<Client> for Live {
+    fn roles(
+        &mut self,
+        client: &mut Client,
+        schema: &Schema,
+        options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
+        for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
+            drain(
+                client,
+                &ProfileWork::new(schema, profile, options.audit),
+                report,
+                &mut sizer,
+            )?;
+        }
+        if schema
+            .requests
+            .as_ref()
+            .is_some_and(|requests| requests.per_role)
+        {
+            let work = RoleRequestWork::new(schema, options.audit);
+            work.report_unknown_roles(client, report)?;
+            drain(client, &work, report, &mut sizer)?;
+        }
+        Ok(())
+    }
+
+    fn accounts(
+        &mut self,
+        client: &mut Client,
+        schema: &Schema,
+        options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
+        drain(
+            client,
+            &AccountWork::new(schema, options.audit),
+            report,
+            &mut sizer,
+        )
+    }
+}
+
+struct DryRun;
+
+impl Mode<postgres::Transaction<'_>> for DryRun {
+    fn roles(
+        &mut self,
+        transaction: &mut postgres::Transaction<'_>,
+        schema: &Schema,
+        _options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        for profile in &schema.profiles {
+            preview::profiles(transaction, schema, profile, report)
+                .with_context(|| format!("cannot read what is due in {}", profile.table))?;
+        }
+        Ok(())
+    }
+
+    fn accounts(
+        &mut self,
+        transaction: &mut postgres::Transaction<'_>,
+        schema: &Schema,
+        _options: &Options,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        preview::accounts(transaction, schema, report).context("cannot read what is due in users")
+    }
+}

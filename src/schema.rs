@@ -1,0 +1,331 @@
+//! Detects the tables the job works on and the types of their columns.
+//!
+//! Deployments differ (see the schema notes in README.md): `users.roles` is json, jsonb,
+//! text[] or varchar[]; ids are integer or bigint; `scheduled_deletion_at` is timestamp with
+//! or without time zone; `advertiser_profiles` may be absent; `account_deletion_requests` may
+//! lack the per-role columns or be absent altogether. Everything is read from the catalog
+//! once, before any change, so that a surprise is a clear configuration error (exit 2) and
+//! not a failure halfway through a run.
+
+use anyhow::{Context, bail};
+use postgres::Client;
+use postgres::types::Oid;
+
+use crate::config::RoleTable;
+use crate::sql::TableName;
+
+/// The type of `users.roles`, which decides how a role is removed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolesType {
+    Json,
+    Jsonb,
+    TextArray,
+    VarcharArray,
+}
+
+/// The `users` table.
+#[derive(Debug)]
+pub struct Users {
+    pub id_type: String,
+    pub has_email: bool,
+    pub roles: Option<(RolesType, String)>,
+    pub has_active_role: bool,
+    /// `account_status` and `scheduled_deletion_at` both exist; their type if so.
+    pub schedule_type: Option<String>,
+}
+
+/// One role's profile table.
+#[derive(Debug)]
+pub struct ProfileTable {
+    pub role: String,
+    pub table: TableName,
+    pub id_type: String,
+    /// The type of `scheduled_deletion_at`, if the table has it.
+    pub schedule_type: Option<String>,
+}
+
+/// `account_deletion_requests`.
+#[derive(Debug)]
+pub struct Requests {
+    /// The newer columns `role`, `profile_id` and `delete_user` all exist.
+    pub per_role: bool,
+    pub has_completed_at: bool,
+    pub schedule_type: String,
+}
+
+/// What the catalog says about every table the job touches.
+#[derive(Debug)]
+pub struct Schema {
+    pub users: Users,
+    pub profiles: Vec<ProfileTable>,
+    /// Default role tables that do not exist (skipped with a warning).
+    pub missing_profiles: Vec<RoleTable>,
+    pub requests: Option<Requests>,
+    /// Whether `deletion_audit_log` exists.
+    pub audit_exists: bool,
+}
+
+pub const USERS: &str = "users";
+pub const REQUESTS: &str = "account_deletion_requests";
+pub const AUDIT: &str = "deletion_audit_log";
+
+/// The audit table, exactly as the setup guide defines it.
+pub const AUDIT_DDL: &str = "CREATE TABLE IF NOT EXISTS deletion_audit_log (
+    id SERIAL PRIMARY KEY,
+    deletion_type VARCHAR(20),
+    user_id INTEGER,
+    user_email VARCHAR(255),
+    role_name VARCHAR(50),
+    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    automated BOOLEAN DEFAULT TRUE
+)";
+
+struct Column {
+    name: String,
+    type_name: String,
+}
+
+struct Table {
+    name: String,
+    columns: Vec<Column>,
+}
+
+impl Table {
+    fn column(&self, name: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|column| column.name == name)
+            .map(|column| column.type_name.as_str())
+    }
+
+    fn require(&self, name: &str) -> anyhow::Result<&str> {
+        self.column(name)
+            .with_context(|| format!("table {} has no column {name}", self.name))
+    }
+
+    fn require_type(&self, name: &str, allowed: &[&str]) -> anyhow::Result<String> {
+        let type_name = self.require(name)?;
+        if !allowed.contains(&type_name) {
+            bail!(
+                "column {}.{name} has type {type_name}; expected {}",
+                self.name,
+                allowed.join(" or ")
+            );
+        }
+        Ok(type_name.to_owned())
+    }
+}
+
+const ID_TYPES: [&str; 3] = ["integer", "bigint", "smallint"];
+const TIMESTAMP_TYPES: [&str; 3] = [
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "date",
+];
+
+/// Reads the catalog. `roles_explicit` makes a missing profile table an error.
+pub fn detect(
+    client: &mut Client,
+    roles: &[RoleTable],
+    roles_explicit: bool,
+    need_write: bool,
+) -> anyhow::Result<Schema> {
+    let users_table = load_table(client, USERS)?
+        .context("table users not found (is this the Astegni database?)")?;
+    let users = users_from(&users_table)?;
+    let mut profiles = Vec::new();
+    let mut missing_profiles = Vec::new();
+    for role in roles {
+        match load_table(client, &role.table.quoted())? {
+            Some(table) => profiles.push(profile_from(role, &table)?),
+            None if roles_explicit => {
+                bail!(
+                    "profile table {} for role {} not found",
+                    role.table,
+                    role.role
+                )
+            }
+            None => missing_profiles.push(role.clone()),
+        }
+    }
+    let requests = match load_table(client, REQUESTS)? {
+        Some(table) => Some(requests_from(&table)?),
+        None => None,
+    };
+    let audit_exists = match load_table(client, AUDIT)? {
+        Some(table) => {
+            check_audit(&table)?;
+            true
+        }
+        None => false,
+    };
+    if need_write {
+        check_privileges(client, &profiles, requests.is_some())?;
+    }
+    Ok(Schema {
+        users,
+        profiles,
+        missing_profiles,
+        requests,
+        audit_exists,
+    })
+}
+
+fn load_table(client: &mut Client, quoted_name: &str) -> anyhow::Result<Option<Table>> {
+    let display_name = quoted_name.replace('"', "");
+    let row = client
+        .query_one("SELECT to_regclass($1)::oid", &[&quoted_name])
+        .with_context(|| format!("cannot look up table {display_name}"))?;
+    let Some(oid): Option<Oid> = row.get(0) else {
+        return Ok(None);
+    };
+    let columns = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod)
+             FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&oid],
+        )
+        .with_context(|| format!("cannot read the columns of {display_name}"))?
+        .iter()
+        .map(|row| Column {
+            name: row.get(0),
+            type_name: row.get(1),
+        })
+        .collect();
+    Ok(Some(Table {
+        name: display_name,
+        columns,
+    }))
+}
+
+fn users_from(table: &Table) -> anyhow::Result<Users> {
+    let id_type = table.require_type("id", &ID_TYPES)?;
+    let roles = match table.column("roles") {
+        Some(type_name) => Some((roles_type(type_name)?, type_name.to_owned())),
+        None => None,
+    };
+    let schedule_type = match table.column("account_status") {
+        Some(_) => Some(table.require_type("scheduled_deletion_at", &TIMESTAMP_TYPES)?),
+        None => None,
+    };
+    Ok(Users {
+        id_type,
+        has_email: table.column("email").is_some(),
+        roles,
+        has_active_role: table.column("active_role").is_some(),
+        schedule_type,
+    })
+}
+
+fn roles_type(type_name: &str) -> anyhow::Result<RolesType> {
+    Ok(match type_name {
+        "json" => RolesType::Json,
+        "jsonb" => RolesType::Jsonb,
+        "text[]" => RolesType::TextArray,
+        name if name.starts_with("character varying") && name.ends_with("[]") => {
+            RolesType::VarcharArray
+        }
+        other => {
+            bail!("column users.roles has type {other}; expected json, jsonb, text[] or varchar[]")
+        }
+    })
+}
+
+fn profile_from(role: &RoleTable, table: &Table) -> anyhow::Result<ProfileTable> {
+    let id_type = table.require_type("id", &ID_TYPES)?;
+    table.require_type("user_id", &ID_TYPES)?;
+    table.require_type("is_active", &["boolean"])?;
+    let schedule_type = match table.column("scheduled_deletion_at") {
+        Some(_) => Some(table.require_type("scheduled_deletion_at", &TIMESTAMP_TYPES)?),
+        None => None,
+    };
+    Ok(ProfileTable {
+        role: role.role.clone(),
+        table: role.table.clone(),
+        id_type,
+        schedule_type,
+    })
+}
+
+fn requests_from(table: &Table) -> anyhow::Result<Requests> {
+    table.require_type("id", &ID_TYPES)?;
+    table.require_type("user_id", &ID_TYPES)?;
+    table.require("status")?;
+    let schedule_type = table.require_type("scheduled_deletion_at", &TIMESTAMP_TYPES)?;
+    let per_role = ["role", "profile_id", "delete_user"]
+        .iter()
+        .all(|name| table.column(name).is_some());
+    if per_role {
+        table.require_type("delete_user", &["boolean"])?;
+        table.require_type("profile_id", &ID_TYPES)?;
+    }
+    Ok(Requests {
+        per_role,
+        has_completed_at: table.column("completed_at").is_some(),
+        schedule_type,
+    })
+}
+
+fn check_audit(table: &Table) -> anyhow::Result<()> {
+    for name in ["deletion_type", "user_id", "user_email", "role_name"] {
+        table.require(name)?;
+    }
+    Ok(())
+}
+
+fn check_privileges(
+    client: &mut Client,
+    profiles: &[ProfileTable],
+    has_requests: bool,
+) -> anyhow::Result<()> {
+    let mut needs: Vec<(String, &str)> = vec![(USERS.to_owned(), "SELECT, UPDATE, DELETE")];
+    needs.extend(
+        profiles
+            .iter()
+            .map(|profile| (profile.table.quoted(), "SELECT, UPDATE, DELETE")),
+    );
+    if has_requests {
+        needs.push((REQUESTS.to_owned(), "SELECT, UPDATE"));
+    }
+    for (table, privileges) in needs {
+        // has_table_privilege() with a list is true if *any* is held: ask one at a time.
+        for privilege in privileges.split(", ") {
+            let granted: bool = client
+                .query_one(
+                    "SELECT has_table_privilege(to_regclass($1), $2)",
+                    &[&table, &privilege],
+                )
+                .with_context(|| format!("cannot check privileges on {table}"))?
+                .get(0);
+            if !granted {
+                bail!(
+                    "the database user lacks the {privilege} privilege on table {}",
+                    table.replace('"', "")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates `deletion_audit_log` with the setup guide's DDL. Two runs starting at once could
+/// both try, and concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's unique
+/// index; a transaction-scoped advisory lock makes the second wait, then find the table.
+pub fn create_audit_table(client: &mut Client) -> anyhow::Result<()> {
+    let create = |client: &mut Client| -> Result<(), postgres::Error> {
+        let mut transaction = client.transaction()?;
+        transaction.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('astegni-delete-expired: audit table'))",
+            &[],
+        )?;
+        transaction.batch_execute(AUDIT_DDL)?;
+        transaction.commit()
+    };
+    create(client).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot create table {AUDIT}: {}; create it with the DDL in the README, \
+             or run with --no-audit",
+            crate::db::db_message(&error)
+        )
+    })
+}

@@ -1,0 +1,851 @@
+//! Integration-test harness: gives every test a real, empty PostgreSQL
+//! database (never a mock) and a way to run the binary under test.
+//!
+//! # Which server
+//!
+//! * If `ASTEGNI_TEST_DATABASE_URL` is set (a superuser conninfo or URL for an
+//!   existing server), that server is used. `ASTEGNI_TEST_TCP_PORT` (and
+//!   optionally `ASTEGNI_TEST_TCP_HOST`, default `127.0.0.1`) tells the
+//!   password-over-TCP tests where that server accepts `scram-sha-256` logins;
+//!   without it [`tcp_port`] returns `None` and those tests skip themselves.
+//! * Otherwise the harness starts a throwaway cluster, once per test binary
+//!   (a `LazyLock`), so `cargo test` works on a machine that only has the
+//!   `postgresql` package installed and no server running:
+//!   - binaries: `ASTEGNI_TEST_PG_BINDIR` if set, else the highest
+//!     `/usr/lib/postgresql/<version>/bin` holding `initdb`, `pg_ctl` and
+//!     `postgres`, else `pg_config --bindir`, else whatever `initdb` is on
+//!     `PATH` (`pg_config --bindir` alone can point at a client-only dir);
+//!   - `initdb -U postgres -A trust -N --locale=C -E UTF8` into a fresh
+//!     directory `/tmp/astegni-pg-<pid>-<nanos>-<n>/data`. It is under `/tmp`
+//!     rather than `$TMPDIR` because the socket path must stay short (< 108
+//!     bytes) and every parent must be traversable by the server user;
+//!   - the server listens on a Unix socket in that directory (`trust`) and on
+//!     `127.0.0.1` (`scram-sha-256`, see [`tcp_port`]), with `fsync=off`,
+//!     `max_connections=200` and `timezone=UTC`. The port starts at a value
+//!     derived from the pid and moves on if `127.0.0.1:<port>` is taken, so
+//!     test binaries running concurrently don't clash (their socket
+//!     directories differ anyway);
+//!   - `pg_ctl start -w` waits for readiness: there are no sleeps anywhere.
+//!
+//! # Running as root
+//!
+//! `initdb` and `postgres` refuse to run as root. When the tests run as root,
+//! every server-side command (`initdb`, `pg_ctl start/stop`) is run through
+//! `setpriv --reuid --regid --clear-groups` (or `runuser -u` if `setpriv` is
+//! missing) as the `postgres` system user if it exists, else as `nobody`, and
+//! the temp directory is `chown`ed to that user. The tests themselves stay
+//! root and just connect over the socket. Config files are edited in place as
+//! root, which keeps their owner.
+//!
+//! # Cleanup
+//!
+//! Statics are never dropped, so the cluster is stopped by a watchdog: a
+//! `sh` started (in its own process group, ignoring INT/TERM/HUP/QUIT) before
+//! `initdb`, blocked in `cat` on a pipe whose only write end the test process
+//! holds (Rust creates it close-on-exec, so no other child inherits it). When
+//! the write end closes, the watchdog runs `pg_ctl stop -m immediate -w` (as
+//! the server user) and `rm -rf`s the temp directory. The write end closes
+//! when the test process dies in any way (panic=abort, SIGKILL, Ctrl-C). On a
+//! normal exit (including `process::exit(101)` after failed tests) an
+//! `atexit` hook closes it and *waits* for the watchdog, so no `postgres`
+//! process or temp dir is left once `cargo test` returns.
+//!
+//! Databases made by [`TestDb::create`] are dropped `WITH (FORCE)` when the
+//! `TestDb` is dropped; roles made by [`TestRole::create`] likewise.
+
+#![allow(dead_code)]
+
+use std::ffi::c_int;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postgres::{Client, NoTls};
+
+/// Superuser conninfo/URL of an existing server to use instead of starting one.
+pub const EXTERNAL_URL_ENV: &str = "ASTEGNI_TEST_DATABASE_URL";
+/// TCP port (scram-sha-256) of the external server, if any.
+pub const EXTERNAL_TCP_PORT_ENV: &str = "ASTEGNI_TEST_TCP_PORT";
+/// TCP host of the external server (default `127.0.0.1`).
+pub const EXTERNAL_TCP_HOST_ENV: &str = "ASTEGNI_TEST_TCP_HOST";
+/// Overrides the PostgreSQL bin dir used for the throwaway cluster.
+pub const BINDIR_ENV: &str = "ASTEGNI_TEST_PG_BINDIR";
+/// [`run_job`] kills the binary after this long, so a hang fails instead of
+/// blocking the whole test run.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Superuser of the throwaway cluster.
+const SUPERUSER: &str = "postgres";
+
+// ---------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------
+
+/// A fresh, empty database on the shared test server; dropped on `Drop`.
+pub struct TestDb {
+    pub name: String,
+    /// libpq-style conninfo (or URL, for an external URL-style server) usable
+    /// as the binary's `--database-url`.
+    pub url: String,
+}
+
+static DB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    /// Creates a fresh, empty database with a unique name (prefix + counter +
+    /// pid) on the shared server.
+    pub fn create(prefix: &str) -> TestDb {
+        let name = unique_name(prefix, &DB_COUNTER);
+        let mut admin = admin_client();
+        // A stale database of that name can only come from an earlier run
+        // with the same pid that was killed before cleaning up.
+        let drop_sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        admin
+            .batch_execute(&drop_sql)
+            .unwrap_or_else(|e| panic!("{drop_sql}: {}", describe_error(&e)));
+        // Separate statement: CREATE DATABASE can't run in the implicit
+        // transaction of a multi-statement batch. template0 = really empty.
+        let create_sql = format!("CREATE DATABASE \"{name}\" TEMPLATE template0");
+        admin
+            .batch_execute(&create_sql)
+            .unwrap_or_else(|e| panic!("{create_sql}: {}", describe_error(&e)));
+        let url = server().url_for_db(&name);
+        TestDb { name, url }
+    }
+
+    /// New connection to this database.
+    pub fn client(&self) -> Client {
+        connect(&self.url)
+    }
+
+    /// Runs a batch of SQL (`batch_execute`); panics with the SQL error.
+    pub fn exec(&self, sql: &str) {
+        if let Err(e) = self.client().batch_execute(sql) {
+            panic!(
+                "SQL failed in database {}: {}\n--- SQL ---\n{sql}",
+                self.name,
+                describe_error(&e)
+            );
+        }
+    }
+
+    /// Single integer value from a query like `SELECT count(*) FROM x`.
+    /// Accepts `bigint`, `integer` and `smallint` results; panics on error,
+    /// on NULL and on a row count other than one.
+    pub fn scalar_i64(&self, sql: &str) -> i64 {
+        let row = self.client().query_one(sql, &[]).unwrap_or_else(|e| {
+            panic!(
+                "query failed in database {}: {}\n--- SQL ---\n{sql}",
+                self.name,
+                describe_error(&e)
+            )
+        });
+        if let Ok(v) = row.try_get::<_, Option<i64>>(0) {
+            return v.unwrap_or_else(|| panic!("{sql}: returned NULL"));
+        }
+        if let Ok(v) = row.try_get::<_, Option<i32>>(0) {
+            return i64::from(v.unwrap_or_else(|| panic!("{sql}: returned NULL")));
+        }
+        match row.try_get::<_, Option<i16>>(0) {
+            Ok(v) => i64::from(v.unwrap_or_else(|| panic!("{sql}: returned NULL"))),
+            Err(e) => panic!("{sql}: first column is not an integer: {e}"),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&admin_url(), NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A login role with a password (stored as SCRAM-SHA-256), dropped on `Drop`.
+/// Roles are cluster-wide, so the name is unique per process like database
+/// names. Drop it after (declare it before) the `TestDb`s it has privileges
+/// in, or `DROP ROLE` fails (ignored) because objects depend on it.
+pub struct TestRole {
+    pub name: String,
+    pub password: String,
+}
+
+static ROLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestRole {
+    pub fn create(prefix: &str, password: &str) -> TestRole {
+        let name = unique_name(prefix, &ROLE_COUNTER);
+        let sql = format!(
+            "SET password_encryption = 'scram-sha-256';\n\
+             DROP ROLE IF EXISTS \"{name}\";\n\
+             CREATE ROLE \"{name}\" LOGIN PASSWORD {};",
+            quote_literal(password)
+        );
+        admin_client()
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("creating role {name}: {}", describe_error(&e)));
+        TestRole {
+            name,
+            password: password.to_owned(),
+        }
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&admin_url(), NoTls) {
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", self.name));
+        }
+    }
+}
+
+/// The server's superuser conninfo (database `postgres` for the throwaway
+/// cluster; the given value for an external server).
+pub fn admin_url() -> String {
+    server().admin_url()
+}
+
+/// New superuser connection (see [`admin_url`]).
+pub fn admin_client() -> Client {
+    connect(&admin_url())
+}
+
+/// TCP port on which the server accepts password (`scram-sha-256`) logins
+/// from 127.0.0.1. Always `Some` for the throwaway cluster; for an external
+/// server only if `ASTEGNI_TEST_TCP_PORT` is set.
+pub fn tcp_port() -> Option<u16> {
+    server().tcp_port
+}
+
+/// Host to use with [`tcp_port`].
+pub fn tcp_host() -> String {
+    match &server().kind {
+        Kind::External(_) => std::env::var(EXTERNAL_TCP_HOST_ENV)
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        Kind::Local { .. } => "127.0.0.1".to_owned(),
+    }
+}
+
+/// Conninfo for a password login over TCP, or `None` if there is no TCP
+/// listener (see [`tcp_port`]).
+pub fn tcp_conninfo(user: &str, password: &str, dbname: &str) -> Option<String> {
+    let port = tcp_port()?;
+    Some(format!(
+        "host={} port={port} user={} password={} dbname={}",
+        quote_conninfo_value(&tcp_host()),
+        quote_conninfo_value(user),
+        quote_conninfo_value(password),
+        quote_conninfo_value(dbname),
+    ))
+}
+
+/// Quotes a conninfo value (`'...'` with `\` escapes), always.
+pub fn quote_conninfo_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// Quotes an SQL string literal (standard_conforming_strings = on).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Runs the binary under test with `args` and extra `env`; returns
+/// `(exit code, stdout, stderr)`. `DATABASE_URL` is removed from the
+/// inherited environment and `ASTEGNI_LOG_TARGET=stderr` is set unless `env`
+/// overrides it. Stdin is `/dev/null`. A process killed by signal N reports
+/// `128 + N`; after [`JOB_TIMEOUT`] the process is killed (and a note is
+/// appended to stderr).
+pub fn run_job(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let exe = env!("CARGO_BIN_EXE_astegni-delete-expired");
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("ASTEGNI_LOG_TARGET", "stderr");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+
+    // Timeout without polling: a helper thread waits on a channel with a
+    // deadline and kills the job if the deadline passes first.
+    let pid = child.id().to_string();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || {
+        if done_rx.recv_timeout(JOB_TIMEOUT) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            true
+        } else {
+            false
+        }
+    });
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {exe}: {e}"));
+    let _ = done_tx.send(());
+    let timed_out = killer.join().unwrap_or(false);
+
+    let code = output
+        .status
+        .code()
+        .or_else(|| output.status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if timed_out {
+        stderr.push_str(&format!(
+            "\n[test harness: killed after {}s timeout]\n",
+            JOB_TIMEOUT.as_secs()
+        ));
+    }
+    (code, stdout, stderr)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn connect(url: &str) -> Client {
+    Client::connect(url, NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {}", describe_error(&e)))
+}
+
+/// Error text including the server's message, detail, hint and position.
+pub fn describe_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} [SQLSTATE {}]", db, db.code().code());
+            if let Some(pos) = db.position() {
+                s.push_str(&format!("\nPOSITION: {pos:?}"));
+            }
+            s
+        }
+        None => format!("{e} ({e:?})"),
+    }
+}
+
+/// `<sanitised prefix>_<counter>_<pid>`, lower case, at most 63 bytes.
+fn unique_name(prefix: &str, counter: &AtomicU64) -> String {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("_{n}_{}", std::process::id());
+    let mut base: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
+        base.insert_str(0, "t_");
+    }
+    base.truncate(63 - suffix.len());
+    base + &suffix
+}
+
+/// Replaces the database in a URL (`postgres[ql]://...`) or appends `dbname=`
+/// to a key=value conninfo (the last occurrence of a key wins).
+fn with_dbname(url: &str, dbname: &str) -> String {
+    for scheme in ["postgresql://", "postgres://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (main, query) = match rest.find('?') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            // Socket paths in the authority are percent-encoded, so the first
+            // '/' ends it.
+            let authority = main.split('/').next().unwrap_or("");
+            return format!("{scheme}{authority}/{dbname}{query}");
+        }
+    }
+    format!("{url} dbname={}", quote_conninfo_value(dbname))
+}
+
+// ---------------------------------------------------------------------------
+// The shared server
+// ---------------------------------------------------------------------------
+
+struct Server {
+    kind: Kind,
+    tcp_port: Option<u16>,
+}
+
+enum Kind {
+    External(String),
+    Local { socket_dir: PathBuf, port: u16 },
+}
+
+impl Server {
+    fn url_for_db(&self, dbname: &str) -> String {
+        match &self.kind {
+            Kind::External(url) => with_dbname(url, dbname),
+            Kind::Local { socket_dir, port } => format!(
+                "host={} port={port} user={SUPERUSER} dbname={dbname}",
+                socket_dir.display()
+            ),
+        }
+    }
+
+    fn admin_url(&self) -> String {
+        match &self.kind {
+            Kind::External(url) => url.clone(),
+            Kind::Local { .. } => self.url_for_db("postgres"),
+        }
+    }
+}
+
+static SERVER: LazyLock<Server> = LazyLock::new(|| match std::env::var(EXTERNAL_URL_ENV) {
+    Ok(url) if !url.trim().is_empty() => {
+        let tcp_port = std::env::var(EXTERNAL_TCP_PORT_ENV).ok().map(|p| {
+            p.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{EXTERNAL_TCP_PORT_ENV}={p:?}: {e}"))
+        });
+        Server {
+            kind: Kind::External(url),
+            tcp_port,
+        }
+    }
+    _ => start_local_cluster(),
+});
+
+fn server() -> &'static Server {
+    &SERVER
+}
+
+/// How server-side commands are run: directly, or (as root) via a
+/// privilege-dropping wrapper, with the temp dir owned by that user.
+struct Runner {
+    /// e.g. `["setpriv", "--reuid=101", "--regid=104", "--clear-groups", "--"]`
+    prefix: Vec<String>,
+    /// `(uid, gid, name)` of the server user when dropping privileges.
+    owner: Option<(u32, u32, String)>,
+}
+
+impl Runner {
+    fn detect() -> Runner {
+        if effective_uid() != 0 {
+            return Runner {
+                prefix: Vec::new(),
+                owner: None,
+            };
+        }
+        let user = if id_number("-u", "postgres").is_some() {
+            "postgres"
+        } else {
+            "nobody"
+        };
+        let uid = id_number("-u", user).unwrap_or_else(|| {
+            panic!(
+                "running as root but there is no user {user:?} to run the test PostgreSQL server as"
+            )
+        });
+        let gid = id_number("-g", user).unwrap_or_else(|| panic!("no group for user {user:?}"));
+        let prefix = if let Some(setpriv) = which("setpriv") {
+            vec![
+                setpriv.display().to_string(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".to_owned(),
+                "--".to_owned(),
+            ]
+        } else if let Some(runuser) = which("runuser") {
+            vec![
+                runuser.display().to_string(),
+                "-u".to_owned(),
+                user.to_owned(),
+                "--".to_owned(),
+            ]
+        } else {
+            panic!(
+                "running as root, but neither setpriv nor runuser is available to drop privileges for PostgreSQL"
+            );
+        };
+        Runner {
+            prefix,
+            owner: Some((uid, gid, user.to_owned())),
+        }
+    }
+
+    fn command(&self, program: &Path, cwd: &Path) -> Command {
+        let mut cmd = match self.prefix.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(wrapper_args).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.current_dir(cwd)
+            .env("LC_ALL", "C")
+            .env("HOME", cwd)
+            .stdin(Stdio::null());
+        for var in [
+            "PGDATA",
+            "PGPORT",
+            "PGHOST",
+            "PGUSER",
+            "PGDATABASE",
+            "PGOPTIONS",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+}
+
+fn effective_uid() -> u32 {
+    // /proc/self/status: "Uid:\treal\teffective\tsaved\tfs"
+    if let Ok(status) = fs::read_to_string("/proc/self/status")
+        && let Some(euid) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    {
+        return euid;
+    }
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `id -u`: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("cannot parse `id -u` output: {e}"))
+}
+
+/// `id -u USER` / `id -g USER`, or None if the user doesn't exist.
+fn id_number(flag: &str, user: &str) -> Option<u32> {
+    let out = Command::new("id")
+        .args([flag, user])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn has_server_tools(dir: &Path) -> bool {
+    ["initdb", "pg_ctl", "postgres"]
+        .iter()
+        .all(|tool| dir.join(tool).is_file())
+}
+
+fn find_bindir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(BINDIR_ENV).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        assert!(
+            has_server_tools(&dir),
+            "{BINDIR_ENV}={} has no initdb/pg_ctl/postgres",
+            dir.display()
+        );
+        return dir;
+    }
+    // Debian/Ubuntu: /usr/lib/postgresql/<major>/bin; take the highest.
+    let mut best: Option<(Vec<u64>, PathBuf)> = None;
+    if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(version) = name
+                .split('.')
+                .map(str::parse::<u64>)
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            let bin = entry.path().join("bin");
+            if has_server_tools(&bin) && best.as_ref().is_none_or(|(v, _)| version > *v) {
+                best = Some((version, bin));
+            }
+        }
+    }
+    if let Some((_, bin)) = best {
+        return bin;
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_server_tools(&dir) {
+            return dir;
+        }
+    }
+    if let Some(initdb) = which("initdb")
+        && let Some(dir) = initdb.parent().filter(|d| has_server_tools(d))
+    {
+        return dir.to_path_buf();
+    }
+    panic!(
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install the \
+         `postgresql` package, set {BINDIR_ENV}, or point {EXTERNAL_URL_ENV} at a server"
+    );
+}
+
+/// Creates `/tmp/astegni-pg-<pid>-<nanos>-<n>` (mode 0755, owned by the
+/// server user).
+fn make_base_dir(runner: &Runner) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let pid = std::process::id();
+    for n in 0..1000 {
+        let dir = PathBuf::from(format!("/tmp/astegni-pg-{pid}-{nanos}-{n}"));
+        match fs::DirBuilder::new().mode(0o755).create(&dir) {
+            Ok(()) => {
+                // The umask may have removed bits; the server user (and, for
+                // the socket, the tests) must be able to get in.
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", dir.display()));
+                if let Some((uid, gid, _)) = &runner.owner {
+                    std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))
+                        .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+                }
+                return dir;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("cannot create {}: {e}", dir.display()),
+        }
+    }
+    panic!("cannot find a free /tmp/astegni-pg-{pid}-* directory name");
+}
+
+// --- watchdog ---------------------------------------------------------------
+
+/// The watchdog and the write end of its stdin pipe (see the module docs).
+static WATCHDOG: Mutex<Option<(ChildStdin, Child)>> = Mutex::new(None);
+
+unsafe extern "C" {
+    /// libc's `atexit(3)`; registering a plain function is safe.
+    safe fn atexit(callback: extern "C" fn()) -> c_int;
+}
+
+/// Runs at normal process exit: close the pipe and wait for the watchdog to
+/// stop the server and remove the temp dir. Must not panic.
+extern "C" fn stop_cluster_at_exit() {
+    let taken = match WATCHDOG.lock() {
+        Ok(mut guard) => guard.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    if let Some((stdin, mut child)) = taken {
+        drop(stdin);
+        let _ = child.wait();
+    }
+}
+
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT QUIT TERM PIPE
+cat >/dev/null 2>&1
+base=$1
+data=$2
+shift 2
+if [ -f "$data/postmaster.pid" ]; then
+    "$@" stop -D "$data" -m immediate -w -s >/dev/null
+fi
+rm -rf "$base"
+"#;
+
+fn spawn_watchdog(base: &Path, data: &Path, runner: &Runner, pg_ctl: &Path) {
+    // Paths and the wrapper go in as positional parameters: no quoting.
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("astegni-pg-watchdog")
+        .arg(base)
+        .arg(data)
+        .args(&runner.prefix)
+        .arg(pg_ctl)
+        .current_dir("/")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        // Own process group: a Ctrl-C aimed at `cargo test` doesn't reach it.
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the cleanup watchdog (/bin/sh): {e}"));
+    let stdin = child.stdin.take().expect("watchdog stdin is piped");
+    let mut guard = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(guard.is_none(), "watchdog started twice");
+    *guard = Some((stdin, child));
+    drop(guard);
+    assert_eq!(
+        atexit(stop_cluster_at_exit),
+        0,
+        "atexit() failed to register the cluster cleanup"
+    );
+}
+
+// --- cluster ------------------------------------------------------------------
+
+fn check_output(what: &str, out: std::io::Result<Output>) {
+    let out = out.unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// First port at or after `start` (within 15000..30000) that is free on
+/// 127.0.0.1.
+fn free_port_from(start: u16) -> u16 {
+    let mut port = start;
+    for _ in 0..15000 {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        port = if port >= 29999 { 15000 } else { port + 1 };
+    }
+    panic!("no free TCP port on 127.0.0.1 in 15000..30000");
+}
+
+/// Text appended to `path` since byte `offset`.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    text
+}
+
+fn start_local_cluster() -> Server {
+    let bindir = find_bindir();
+    let initdb = bindir.join("initdb");
+    let pg_ctl = bindir.join("pg_ctl");
+    let runner = Runner::detect();
+    let base = make_base_dir(&runner);
+    let data = base.join("data");
+    let log = base.join("server.log");
+
+    // Before anything can be left behind.
+    spawn_watchdog(&base, &data, &runner, &pg_ctl);
+
+    check_output(
+        &format!("initdb ({})", initdb.display()),
+        runner
+            .command(&initdb, &base)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-N",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .output(),
+    );
+
+    // Edited as root when dropping privileges: writing to existing files
+    // keeps their owner.
+    fs::write(
+        data.join("pg_hba.conf"),
+        "# written by the test harness (tests/common/mod.rs)\n\
+         local all all trust\n\
+         host  all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap_or_else(|e| panic!("writing pg_hba.conf: {e}"));
+    let settings = format!(
+        "\n# added by the test harness (tests/common/mod.rs)\n\
+         listen_addresses = '127.0.0.1'\n\
+         unix_socket_directories = '{}'\n\
+         unix_socket_permissions = 0777\n\
+         max_connections = 200\n\
+         shared_buffers = 32MB\n\
+         fsync = off\n\
+         synchronous_commit = off\n\
+         full_page_writes = off\n\
+         password_encryption = 'scram-sha-256'\n\
+         timezone = 'UTC'\n\
+         log_timezone = 'UTC'\n\
+         logging_collector = off\n",
+        base.display()
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .and_then(|mut f| f.write_all(settings.as_bytes()))
+        .unwrap_or_else(|e| panic!("appending to postgresql.conf: {e}"));
+
+    // Port: derived from the pid, moved on while taken on 127.0.0.1. The
+    // probe-then-start race with another process is handled by retrying.
+    let mut port = free_port_from(15000 + (std::process::id() % 15000) as u16);
+    for attempt in 1..=10 {
+        let log_offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = runner
+            .command(&pg_ctl, &base)
+            .args(["start", "-w", "-t", "120", "-s", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!("-p {port}"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_ctl.display()));
+        if out.status.success() {
+            return Server {
+                kind: Kind::Local {
+                    socket_dir: base,
+                    port,
+                },
+                tcp_port: Some(port),
+            };
+        }
+        let log_text = read_from(&log, log_offset);
+        if attempt < 10 && log_text.contains("could not bind") {
+            port = free_port_from(if port >= 29999 { 15000 } else { port + 1 });
+            continue;
+        }
+        panic!(
+            "pg_ctl start failed ({}) for {}\n--- pg_ctl stderr ---\n{}\n--- server log ---\n{log_text}",
+            out.status,
+            data.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    unreachable!("the last attempt either returns or panics");
+}
