@@ -55,6 +55,8 @@
 
 #![allow(dead_code)]
 
+pub mod astegni;
+
 use std::ffi::c_int;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -1,0 +1,269 @@
+//! What the job deletes and what it keeps, on every schema variant of the schema notes.
+
+mod common;
+
+use common::astegni::{Astegni, Variant};
+
+/// A user with a due tutor role, an active student role and a not-yet-due parent role, plus
+/// a user whose account is due, and one whose account is scheduled later.
+struct Scene {
+    tutor_user: i64,
+    due_tutor: i64,
+    active_student: i64,
+    later_parent: i64,
+    leaving_user: i64,
+    staying_user: i64,
+}
+
+fn scene(astegni: &Astegni) -> Scene {
+    let roles = ["user", "tutor", "student", "parent"];
+    let tutor_user = astegni.user("tutor@example.com", Some(&roles), "tutor");
+    let due_tutor = astegni.profile("tutor", tutor_user, Some(-1));
+    let active_student = astegni.profile("student", tutor_user, None);
+    let later_parent = astegni.profile("parent", tutor_user, Some(30));
+    astegni.children(tutor_user, Some(due_tutor));
+    let leaving_user = astegni.user("leaver@example.com", Some(&["user", "student"]), "student");
+    astegni.profile("student", leaving_user, None);
+    astegni.children(leaving_user, None);
+    astegni.leave(leaving_user, -2);
+    let staying_user = astegni.user("later@example.com", Some(&["user"]), "user");
+    astegni.leave(staying_user, 10);
+    Scene {
+        tutor_user,
+        due_tutor,
+        active_student,
+        later_parent,
+        leaving_user,
+        staying_user,
+    }
+}
+
+fn assert_scene_purged(astegni: &Astegni, scene: &Scene, stdout: &str) {
+    assert!(
+        !astegni.exists("tutor_profiles", scene.due_tutor),
+        "{stdout}"
+    );
+    assert!(astegni.exists("student_profiles", scene.active_student));
+    assert!(astegni.exists("parent_profiles", scene.later_parent));
+    assert_eq!(
+        astegni.roles_of(scene.tutor_user),
+        Some(vec!["user".into(), "student".into(), "parent".into()])
+    );
+    assert_eq!(astegni.active_role(scene.tutor_user), "user");
+    assert_eq!(
+        astegni.count("tutor_reviews"),
+        0,
+        "review cascades with the profile"
+    );
+    assert!(!astegni.exists("users", scene.leaving_user));
+    assert!(astegni.exists("users", scene.staying_user));
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM user_sessions WHERE user_id = {}",
+            scene.leaving_user
+        )),
+        0,
+        "sessions cascade with the user"
+    );
+    assert_eq!(
+        astegni.audit(),
+        vec![
+            (
+                "account".into(),
+                scene.leaving_user,
+                Some("leaver@example.com".into()),
+                None
+            ),
+            (
+                "role".into(),
+                scene.tutor_user,
+                Some("tutor@example.com".into()),
+                Some("tutor".into())
+            ),
+        ]
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with("] COMPLETED: 1 roles and 1 accounts deleted"),
+        "last line: {last}"
+    );
+}
+
+fn purges_variant(variant: Variant) {
+    let astegni = Astegni::create("variant", variant.clone());
+    let scene = scene(&astegni);
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{variant:?}\n{stdout}\n{stderr}");
+    assert_scene_purged(&astegni, &scene, &stdout);
+}
+
+#[test]
+fn json_roles() {
+    purges_variant(Variant::default());
+}
+
+#[test]
+fn jsonb_roles() {
+    purges_variant(Variant {
+        roles_type: "jsonb",
+        ..Variant::default()
+    });
+}
+
+#[test]
+fn text_array_roles() {
+    purges_variant(Variant {
+        roles_type: "text[]",
+        ..Variant::default()
+    });
+}
+
+#[test]
+fn varchar_array_roles_bigint_ids_and_timestamptz() {
+    purges_variant(Variant {
+        roles_type: "varchar(50)[]",
+        id_type: "bigint",
+        schedule_type: "timestamptz",
+        ..Variant::default()
+    });
+}
+
+#[test]
+fn without_advertiser_table_or_requests_table() {
+    let variant = Variant {
+        with_advertiser: false,
+        requests: None,
+        ..Variant::default()
+    };
+    let astegni = Astegni::create("noadv", variant);
+    let scene = scene(&astegni);
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_scene_purged(&astegni, &scene, &stdout);
+    assert!(
+        stdout.contains("[WARNING] table advertiser_profiles for role advertiser does not exist"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn null_roles_and_user_without_email() {
+    let astegni = Astegni::new("nullroles");
+    let user = astegni.user("", None, "tutor");
+    let profile = astegni.profile("tutor", user, Some(-1));
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!astegni.exists("tutor_profiles", profile));
+    assert_eq!(astegni.roles_of(user), None, "NULL roles stay NULL");
+    assert_eq!(astegni.active_role(user), "user");
+    assert_eq!(
+        astegni.audit(),
+        vec![("role".into(), user, None, Some("tutor".into()))]
+    );
+}
+
+#[test]
+fn accounts_due_by_request_old_and_new_shapes() {
+    for requests in [Some(false), Some(true)] {
+        let astegni = Astegni::create(
+            "requests",
+            Variant {
+                requests,
+                ..Variant::default()
+            },
+        );
+        let by_request = astegni.user("req@example.com", Some(&["user"]), "user");
+        astegni.request(by_request, -1, None);
+        let not_yet = astegni.user("notyet@example.com", Some(&["user"]), "user");
+        astegni.request(not_yet, 5, None);
+        let (code, stdout, stderr) = astegni.run(&[]);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(!astegni.exists("users", by_request), "{requests:?}");
+        assert!(astegni.exists("users", not_yet));
+        assert_eq!(astegni.count("account_deletion_requests"), 1, "cascaded");
+    }
+}
+
+#[test]
+fn surviving_request_is_marked_completed() {
+    let astegni = Astegni::create(
+        "setnull",
+        Variant {
+            requests_on_delete: "SET NULL",
+            ..Variant::default()
+        },
+    );
+    let user = astegni.user("req@example.com", Some(&["user"]), "user");
+    let request = astegni.request(user, -1, None);
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!astegni.exists("users", user));
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM account_deletion_requests WHERE id = {request} \
+             AND status = 'completed' AND completed_at IS NOT NULL"
+        )),
+        1
+    );
+}
+
+#[test]
+fn role_only_request_deletes_one_profile() {
+    let astegni = Astegni::new("roleonly");
+    let user = astegni.user(
+        "two@example.com",
+        Some(&["user", "tutor", "parent"]),
+        "parent",
+    );
+    let tutor = astegni.profile("tutor", user, None);
+    let parent = astegni.profile("parent", user, None);
+    let request = astegni.request(user, -1, Some("parent"));
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(astegni.exists("users", user));
+    assert!(astegni.exists("tutor_profiles", tutor));
+    assert!(!astegni.exists("parent_profiles", parent));
+    assert_eq!(
+        astegni.roles_of(user),
+        Some(vec!["user".into(), "tutor".into()])
+    );
+    assert_eq!(astegni.active_role(user), "user");
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM account_deletion_requests WHERE id = {request} \
+             AND status = 'completed'"
+        )),
+        1
+    );
+    assert_eq!(
+        astegni.audit(),
+        vec![(
+            "role".into(),
+            user,
+            Some("two@example.com".into()),
+            Some("parent".into())
+        )]
+    );
+}
+
+#[test]
+fn second_run_deletes_nothing() {
+    let astegni = Astegni::new("twice");
+    let scene = scene(&astegni);
+    let (code, stdout, _) = astegni.run(&[]);
+    assert_eq!(code, 0);
+    assert_scene_purged(&astegni, &scene, &stdout);
+    let before = astegni.snapshot();
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(astegni.snapshot(), before);
+    assert!(
+        stdout.contains("[SUMMARY] No expired roles found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[SUMMARY] No expired accounts found"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("COMPLETED: 0 roles and 0 accounts deleted\n"));
+}
