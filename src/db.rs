@@ -53,7 +53,11 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
             Ok(client) => return Ok(client),
             Err(error) => error,
         };
-        let description = format!("cannot connect to {}: {error}", target.describe());
+        let description = format!(
+            "cannot connect to {}: {}",
+            target.describe(),
+            error_text(&error)
+        );
         if !is_healable(&error) {
             return Err(ConnectError::Refused(anyhow!(description)));
         }
@@ -157,6 +161,22 @@ fn millis(duration: Duration) -> String {
 pub fn db_message(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db_error) => db_error.message().to_owned(),
-        None => error.to_string(),
+        None => error_text(error),
     }
+}
+
+/// The error and its causes on one line: the `postgres` crate's own text stops at the
+/// outermost cause ("db error", "error performing TLS handshake").
+pub fn error_text(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
