@@ -49,7 +49,7 @@ fn assert_scene_purged(astegni: &Astegni, scene: &Scene, stdout: &str) {
         astegni.roles_of(scene.tutor_user),
         Some(vec!["user".into(), "student".into(), "parent".into()])
     );
-    assert_eq!(astegni.active_role(scene.tutor_user), "user");
+    assert_eq!(astegni.active_role(scene.tutor_user), "student");
     assert_eq!(
         astegni.count("tutor_reviews"),
         0,
@@ -227,7 +227,7 @@ fn role_only_request_deletes_one_profile() {
         astegni.roles_of(user),
         Some(vec!["user".into(), "tutor".into()])
     );
-    assert_eq!(astegni.active_role(user), "user");
+    assert_eq!(astegni.active_role(user), "tutor");
     assert_eq!(
         astegni.db.scalar_i64(&format!(
             "SELECT count(*) FROM account_deletion_requests WHERE id = {request} \

@@ -147,7 +147,8 @@ fn remove_role(roles_type: RolesType) -> String {
     }
 }
 
-/// The first role in `u.roles` other than `$2`, or NULL.
+/// The first role in `u.roles` other than `$2` and the basic `user` role, or NULL (the
+/// caller falls back to `user`): the app switches a user to another remaining role.
 fn first_other_role(roles_type: RolesType) -> String {
     match roles_type {
         RolesType::Json | RolesType::Jsonb => {
@@ -156,12 +157,12 @@ fn first_other_role(roles_type: RolesType) -> String {
                 "CASE WHEN {json}_typeof(u.roles) = 'array' THEN \
                  (SELECT e.value #>> '{{}}' FROM {json}_array_elements(u.roles) \
                  WITH ORDINALITY AS e(value, n) WHERE {json}_typeof(e.value) = 'string' \
-                 AND e.value #>> '{{}}' <> $2::text ORDER BY e.n LIMIT 1) END"
+                 AND e.value #>> '{{}}' NOT IN ($2::text, 'user') ORDER BY e.n LIMIT 1) END"
             )
         }
         RolesType::TextArray | RolesType::VarcharArray => {
             "(SELECT e::text FROM unnest(u.roles) WITH ORDINALITY AS x(e, n) \
-             WHERE e <> $2::text ORDER BY x.n LIMIT 1)"
+             WHERE e::text NOT IN ($2::text, 'user') ORDER BY x.n LIMIT 1)"
                 .to_owned()
         }
     }
