@@ -18,7 +18,9 @@ use anyhow::{Context, bail};
 pub enum TlsMode {
     /// Plain text only.
     Disable,
-    /// TLS when the server offers it, without verification (`allow` maps here too).
+    /// Plain text first; TLS without verification if the server refuses plain text.
+    Allow,
+    /// TLS without verification when the server offers it; plain text if it refuses TLS.
     Prefer,
     /// TLS or fail; the certificate is verified only when `sslrootcert` names a CA file.
     Require,
@@ -34,7 +36,8 @@ impl FromStr for TlsMode {
     fn from_str(value: &str) -> anyhow::Result<TlsMode> {
         Ok(match value {
             "disable" => TlsMode::Disable,
-            "allow" | "prefer" => TlsMode::Prefer,
+            "allow" => TlsMode::Allow,
+            "prefer" => TlsMode::Prefer,
             "require" => TlsMode::Require,
             "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
@@ -104,7 +107,7 @@ pub fn parse(connection_string: &str) -> anyhow::Result<Target> {
         None => TlsMode::Prefer,
     };
     config.ssl_mode(match tls_mode {
-        TlsMode::Disable => postgres::config::SslMode::Disable,
+        TlsMode::Disable | TlsMode::Allow => postgres::config::SslMode::Disable,
         TlsMode::Prefer => postgres::config::SslMode::Prefer,
         _ => postgres::config::SslMode::Require,
     });

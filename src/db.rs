@@ -18,6 +18,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use openssl::x509::store::X509StoreBuilder;
 use postgres::Client;
+use postgres::config::SslMode;
 use postgres_openssl::MakeTlsConnector;
 
 use crate::conninfo::{Target, TlsMode};
@@ -47,9 +48,8 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut config = target.config.clone();
-        config.connect_timeout(remaining.clamp(Duration::from_secs(1), Duration::from_secs(10)));
-        let error = match config.connect(tls.clone()) {
+        let attempt_timeout = remaining.clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let error = match connect_once(target, &tls, attempt_timeout) {
             Ok(client) => return Ok(client),
             Err(error) => error,
         };
@@ -71,6 +71,39 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
         log::warn!("{description}; retrying (attempt {attempts})");
         std::thread::sleep(delay.min(remaining));
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection attempt. As in libpq, `prefer` retries without TLS, and `allow` with TLS,
+/// when the server turns the first try away (a `hostssl`/`hostnossl` rule, a failed
+/// handshake).
+fn connect_once(
+    target: &Target,
+    tls: &MakeTlsConnector,
+    timeout: Duration,
+) -> Result<Client, postgres::Error> {
+    let mut config = target.config.clone();
+    config.connect_timeout(timeout);
+    let result = config.connect(tls.clone());
+    let fallback = match target.tls_mode {
+        TlsMode::Prefer => SslMode::Disable,
+        TlsMode::Allow => SslMode::Require,
+        _ => return result,
+    };
+    match result {
+        Err(error) if is_turned_away(&error) => {
+            config.ssl_mode(fallback);
+            config.connect(tls.clone())
+        }
+        other => other,
+    }
+}
+
+/// Whether the server refused this kind of connection, rather than being unreachable.
+fn is_turned_away(error: &postgres::Error) -> bool {
+    match error.as_db_error() {
+        Some(db_error) => db_error.code().code().starts_with("28"),
+        None => error.to_string().contains("TLS"),
     }
 }
 
@@ -121,6 +154,8 @@ fn trust_store(path: &Path) -> anyhow::Result<openssl::x509::store::X509Store> {
     let pem = std::fs::read(path)
         .with_context(|| format!("cannot read sslrootcert {}", path.display()))?;
     let certificates = X509::stack_from_pem(&pem)
+        .ok()
+        .filter(|certificates| !certificates.is_empty())
         .with_context(|| format!("sslrootcert {} holds no PEM certificate", path.display()))?;
     let mut store = X509StoreBuilder::new().context("cannot set up TLS")?;
     for certificate in certificates {
