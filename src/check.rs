@@ -16,6 +16,7 @@ use crate::schema::{ProfileTable, Schema};
 pub fn run(
     client: &mut postgres::Client,
     schema: &Schema,
+    hold: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut transaction = client
@@ -23,7 +24,7 @@ pub fn run(
         .read_only(true)
         .start()
         .context("cannot start a read-only transaction")?;
-    let lines = collect(&mut transaction, schema)?;
+    let lines = collect(&mut transaction, schema, hold)?;
     transaction.rollback().context("cannot end the check")?;
     for line in lines {
         writeln!(out, "{line}").context("cannot write the check")?;
@@ -31,7 +32,11 @@ pub fn run(
     Ok(())
 }
 
-fn collect(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<Vec<String>> {
+fn collect(
+    client: &mut impl GenericClient,
+    schema: &Schema,
+    hold: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     let server = client
         .query_one(
             "SELECT current_setting('server_version'), current_database()::text, \
@@ -47,7 +52,7 @@ fn collect(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<V
         server.get::<_, String>(3),
         server.get::<_, String>(4),
     )];
-    lines.extend(users(client, schema)?);
+    lines.extend(users(client, schema, hold)?);
     for profile in &schema.profiles {
         lines.extend(profile_lines(client, profile)?);
     }
@@ -69,14 +74,22 @@ fn count(client: &mut impl GenericClient, query: &str) -> anyhow::Result<i64> {
         .get(0))
 }
 
-fn users(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<Vec<String>> {
+fn users(
+    client: &mut impl GenericClient,
+    schema: &Schema,
+    hold: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     let users = &schema.users;
     let roles = users
         .roles
         .as_ref()
         .map_or("absent".to_owned(), |(_, type_name)| type_name.clone());
     let schedule = users.schedule_type.as_deref().unwrap_or("absent");
-    let due = count(client, &sql::count_due_accounts(schema))?;
+    let due = count(client, &sql::count_due_accounts(schema, None))?;
+    let held = match hold {
+        Some(_) => due - count(client, &sql::count_due_accounts(schema, hold))?,
+        None => 0,
+    };
     let later = match users.schedule_type {
         Some(_) => count(
             client,
@@ -93,7 +106,13 @@ fn users(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<Vec
             present(users.has_email),
             present(users.has_active_role)
         ),
-        format!("  accounts due now: {due}, scheduled later: {later}"),
+        match hold {
+            Some(hold) => format!(
+                "  accounts due now: {due} ({held} held by --hold-where, a valid rule: {hold}), \
+                 scheduled later: {later}"
+            ),
+            None => format!("  accounts due now: {due}, scheduled later: {later}"),
+        },
     ])
 }
 

@@ -99,10 +99,12 @@ fn connect_once(
     }
 }
 
-/// Whether the server refused this kind of connection, rather than being unreachable.
+/// Whether the server refused this kind of connection (a pg_hba.conf rule for or against
+/// TLS, or a failed handshake), so that the other kind may work. A wrong password (28P01)
+/// would fail either way, and is reported as it is.
 fn is_turned_away(error: &postgres::Error) -> bool {
     match error.as_db_error() {
-        Some(db_error) => db_error.code().code().starts_with("28"),
+        Some(db_error) => db_error.code().code() == "28000",
         None => error.to_string().contains("TLS"),
     }
 }

@@ -2,19 +2,23 @@
 //! period has passed, logging every deletion.
 //!
 //! This file is the outline of a run: read the settings, connect, detect the schema, then
-//! check or purge, and map what happened to an exit code (see `EXIT_*`). Each step lives in
-//! its own module.
+//! run the command, alert, and map what happened to an exit code (see `EXIT_*`). Each step
+//! lives in its own module.
 
 mod check;
 mod config;
 mod conninfo;
 mod db;
 mod envfile;
+mod json;
 mod logging;
+mod notify;
+mod pending;
 mod purge;
 mod report;
 mod schema;
 mod sql;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,14 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { code, error }
 }
 
+/// What a finished command tells the alerting: its exit code, how many rows it deleted and
+/// the report it wrote, if it wrote one.
+struct Finished {
+    code: u8,
+    deleted: u64,
+    report: Option<String>,
+}
+
 fn main() -> ExitCode {
     let settings = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Parsed::Settings(settings)) => settings,
@@ -56,21 +68,62 @@ fn main() -> ExitCode {
     if let Some(warning) = logging::init(settings.log_target) {
         log::warn!("{warning}");
     }
+    if settings.command == Command::NotifyFailure {
+        return ExitCode::from(notify::notify_failure(&settings));
+    }
     let code = match run(&settings) {
-        Ok(code) => code,
+        Ok(finished) => {
+            alert(&settings, &finished, None);
+            finished.code
+        }
         Err(Failure { code, error }) => {
             log::error!(
                 target: logging::FINAL, message_id = FAILURE_MESSAGE_ID, exit_code = code;
                 "{error:#}"
             );
+            let finished = Finished {
+                code,
+                deleted: 0,
+                report: None,
+            };
+            alert(&settings, &finished, Some(&format!("{error:#}")));
             code
         }
     };
     ExitCode::from(code)
 }
 
-fn run(settings: &Settings) -> Result<u8, Failure> {
-    let target = conninfo::parse(&settings.database_url).map_err(fail(EXIT_CONFIG))?;
+/// Alerts after the commands that delete, as `--notify-on` asks.
+fn alert(settings: &Settings, finished: &Finished, error: Option<&str>) {
+    if !matches!(settings.command, Command::Run | Command::Approve(_)) {
+        return;
+    }
+    let outcome = error
+        .map(str::to_owned)
+        .or_else(|| {
+            finished
+                .report
+                .as_deref()
+                .and_then(|report| report.lines().last())
+                .and_then(|line| line.split_once("] ").map(|(_, text)| text.to_owned()))
+        })
+        .unwrap_or_default();
+    let subject = if finished.code == EXIT_OK {
+        format!("Astegni deletion job: {outcome}")
+    } else {
+        format!(
+            "Astegni deletion job FAILED (exit {}): {outcome}",
+            finished.code
+        )
+    };
+    let body = finished.report.clone().unwrap_or_else(|| outcome.clone());
+    let alert = notify::Alert { subject, body };
+    notify::after_run(settings, finished.code, finished.deleted, &alert);
+}
+
+fn run(settings: &Settings) -> Result<Finished, Failure> {
+    let url = settings.database_url.as_deref().unwrap_or_default();
+    let target = conninfo::parse(url).map_err(fail(EXIT_CONFIG))?;
     let mut client =
         db::connect(&target, settings.connect_timeout).map_err(|error| match error {
             db::ConnectError::Unreachable(error) => Failure {
@@ -88,7 +141,8 @@ fn run(settings: &Settings) -> Result<u8, Failure> {
         statement_timeout: settings.statement_timeout,
     };
     db::configure_session(&mut client, &session).map_err(fail(EXIT_CONFIG))?;
-    let writes = settings.command == Command::Run && !settings.dry_run;
+    let writes =
+        matches!(settings.command, Command::Run | Command::Approve(_)) && !settings.dry_run;
     let schema = schema::detect(
         &mut client,
         &settings.roles,
@@ -96,46 +150,117 @@ fn run(settings: &Settings) -> Result<u8, Failure> {
         writes,
     )
     .map_err(fail(EXIT_CONFIG))?;
-    match settings.command {
-        Command::Check => {
-            check::run(&mut client, &schema, &mut std::io::stdout().lock())
-                .map_err(fail(EXIT_FAILED))?;
-            Ok(EXIT_OK)
-        }
-        Command::Run => {
-            if writes && settings.audit && !schema.audit_exists {
-                schema::create_audit_table(&mut client).map_err(fail(EXIT_CONFIG))?;
-            }
-            purge_and_report(&mut client, &schema, settings)
-        }
+    if let Some(hold) = &settings.hold_where {
+        schema::check_hold_rule(&mut client, hold).map_err(fail(EXIT_CONFIG))?;
     }
+    if writes && settings.audit {
+        prepare_audit(&mut client, &schema, &settings.command)?;
+    }
+    match &settings.command {
+        Command::Check => {
+            let hold = settings.hold_where.as_deref();
+            check::run(&mut client, &schema, hold, &mut std::io::stdout().lock())
+                .map_err(fail(EXIT_FAILED))?;
+            Ok(quiet(EXIT_OK))
+        }
+        Command::Pending { days, json } => {
+            let out = &mut std::io::stdout().lock();
+            let hold = settings.hold_where.as_deref();
+            pending::run(
+                &mut client,
+                &schema,
+                hold,
+                *days,
+                *json,
+                settings.log_emails,
+                out,
+            )
+            .map_err(fail(EXIT_FAILED))?;
+            Ok(quiet(EXIT_OK))
+        }
+        Command::Run | Command::Approve(_) => purge_and_report(&mut client, &schema, settings),
+        Command::NotifyFailure => Ok(quiet(EXIT_OK)),
+    }
+}
+
+fn quiet(code: u8) -> Finished {
+    Finished {
+        code,
+        deleted: 0,
+        report: None,
+    }
+}
+
+/// Creates the audit table if missing, and makes sure `approve` can mark its rows.
+fn prepare_audit(
+    client: &mut postgres::Client,
+    schema: &schema::Schema,
+    command: &Command,
+) -> Result<(), Failure> {
+    if !schema.audit_exists {
+        schema::create_audit_table(client).map_err(fail(EXIT_CONFIG))?;
+    } else if matches!(command, Command::Approve(_)) && !schema.audit_has_automated {
+        return Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "deletion_audit_log has no automated column, so approved deletions cannot be \
+                 told apart; add it (automated BOOLEAN DEFAULT TRUE) or use --no-audit"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn purge_and_report(
     client: &mut postgres::Client,
     schema: &schema::Schema,
     settings: &Settings,
-) -> Result<u8, Failure> {
+) -> Result<Finished, Failure> {
     let options = purge::Options {
         dry_run: settings.dry_run,
         audit: settings.audit,
         max_accounts: settings.max_accounts,
+        hold: settings.hold_where.clone(),
     };
-    let mut report = Report::new(settings.report_file.as_deref(), settings.dry_run);
-    match purge::run(client, schema, &options, &mut report) {
+    let mut report = Report::new(
+        settings.report_file.as_deref(),
+        settings.dry_run,
+        settings.log_emails,
+    );
+    let result = match &settings.command {
+        Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report)
+            .map(|()| Outcome::Completed),
+        _ => purge::run(client, schema, &options, &mut report),
+    };
+    let deleted = if settings.dry_run {
+        0
+    } else {
+        report.roles + report.accounts
+    };
+    match result {
         Ok(outcome) => {
             report.finish(&Ending::Completed);
-            Ok(match outcome {
+            let code = match outcome {
                 Outcome::Capped => EXIT_CAPPED,
                 Outcome::Completed if report.failed > 0 => EXIT_FAILED,
                 Outcome::Completed => EXIT_OK,
+            };
+            Ok(Finished {
+                code,
+                deleted,
+                report: Some(report.transcript()),
             })
         }
         Err(error) => {
             report.finish(&Ending::BrokeOff(&format!("{error:#}")));
-            Err(Failure {
+            log::error!(
+                target: logging::FINAL, message_id = FAILURE_MESSAGE_ID, exit_code = EXIT_FAILED;
+                "{error:#}"
+            );
+            Ok(Finished {
                 code: EXIT_FAILED,
-                error,
+                deleted,
+                report: Some(report.transcript()),
             })
         }
     }

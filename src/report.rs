@@ -1,5 +1,9 @@
 //! The run report (stdout or `--report-file`) and the matching journal entries.
 //!
+//! It also keeps the first [`TRANSCRIPT_LINES`] lines of the report in memory, for the alert
+//! sent after the run, and applies `--log-emails` to every address it shows (the audit table
+//! keeps the full address; it is written by SQL, not here).
+//!
 //! The report keeps the old job's format, which operators already grep: every line starts
 //! with `[YYYY-MM-DD HH:MM:SS] ` (blank separator lines stay blank, as in the setup guide),
 //! and the last line is `COMPLETED: X roles and Y accounts deleted`.
@@ -15,6 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::config::EmailPolicy;
 use crate::logging::FINAL;
 
 /// `MESSAGE_ID` of the summary entry: `journalctl MESSAGE_ID=...` finds every run.
@@ -41,6 +46,9 @@ pub enum Deletion<'a> {
     },
 }
 
+/// Report lines kept for the alert; the rest is counted, not kept.
+pub const TRANSCRIPT_LINES: usize = 200;
+
 /// How the run ended, for the last report line and the summary entry.
 pub enum Ending<'a> {
     /// All phases ran (some rows may have failed).
@@ -55,16 +63,22 @@ pub struct Report {
     out_name: String,
     write_failed: bool,
     dry_run: bool,
+    emails: EmailPolicy,
     started: Instant,
+    transcript: Vec<String>,
+    transcript_omitted: usize,
     pub roles: u64,
     pub accounts: u64,
     pub failed: u64,
+    pub held: u64,
+    /// The last line, once [`Report::finish`] wrote it.
+    pub last_line: String,
 }
 
 impl Report {
     /// A report appended to `file`, or written to stdout. A file that cannot be opened is a
     /// warning; the report then goes to stdout.
-    pub fn new(file: Option<&Path>, dry_run: bool) -> Report {
+    pub fn new(file: Option<&Path>, dry_run: bool, emails: EmailPolicy) -> Report {
         let (out, out_name): (Box<dyn Write>, String) = match file {
             None => (Box::new(std::io::stdout()), "stdout".to_owned()),
             Some(path) => match OpenOptions::new().create(true).append(true).open(path) {
@@ -83,33 +97,58 @@ impl Report {
             out_name,
             write_failed: false,
             dry_run,
+            emails,
             started: Instant::now(),
+            transcript: Vec::new(),
+            transcript_omitted: 0,
             roles: 0,
             accounts: 0,
             failed: 0,
+            held: 0,
+            last_line: String::new(),
         }
     }
 
     /// Writes one timestamped line.
     pub fn line(&mut self, text: &str) {
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        self.write(&format!("[{stamp}] {text}\n"));
+        let line = format!("[{stamp}] {text}");
+        self.write(&line);
+        self.keep(line);
     }
 
     /// Writes an empty separator line.
     pub fn blank(&mut self) {
-        self.write("\n");
+        self.write("");
+        self.keep(String::new());
     }
 
-    fn write(&mut self, text: &str) {
+    fn keep(&mut self, line: String) {
+        if self.transcript.len() < TRANSCRIPT_LINES {
+            self.transcript.push(line);
+        } else {
+            self.transcript_omitted += 1;
+        }
+    }
+
+    /// The report as kept for alerts: its first lines, a note of what was left out, and the
+    /// last line.
+    pub fn transcript(&self) -> String {
+        let mut text = self.transcript.join("\n");
+        if self.transcript_omitted > 0 {
+            text.push_str(&format!(
+                "\n... {} more lines in the report and the journal ...\n{}",
+                self.transcript_omitted, self.last_line
+            ));
+        }
+        text
+    }
+
+    fn write(&mut self, line: &str) {
         if self.write_failed {
             return;
         }
-        if let Err(error) = self
-            .out
-            .write_all(text.as_bytes())
-            .and_then(|()| self.out.flush())
-        {
+        if let Err(error) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
             self.write_failed = true;
             log::warn!(
                 "cannot write the run report to {}: {error}; the journal still records every \
@@ -119,13 +158,13 @@ impl Report {
         }
     }
 
-    /// The opening banner.
-    pub fn banner(&mut self) {
+    /// The opening banner with `title`.
+    pub fn banner(&mut self, title: &str) {
         self.line(RULE);
         if self.dry_run {
-            self.line("CRON JOB: Delete Expired Roles and Accounts (DRY RUN: nothing is deleted)");
+            self.line(&format!("{title} (DRY RUN: nothing is deleted)"));
         } else {
-            self.line("CRON JOB: Delete Expired Roles and Accounts");
+            self.line(title);
         }
         self.line(RULE);
         self.blank();
@@ -138,9 +177,9 @@ impl Report {
         } else {
             "DELETED"
         };
-        let text = describe(deletion);
+        let text = describe(deletion, self.emails);
         self.line(&format!("  [{verb}] {text}"));
-        let (kind, role, user_id, profile_id, email) = fields(deletion);
+        let (kind, role, user_id, profile_id, email) = fields(deletion, self.emails);
         let message = if self.dry_run {
             format!("Would delete {text} (dry run)")
         } else {
@@ -155,6 +194,22 @@ impl Report {
             Deletion::Role { .. } => self.roles += 1,
             Deletion::Account { .. } => self.accounts += 1,
         }
+    }
+
+    /// Records a due account held for manual review by `--hold-where`.
+    pub fn held(&mut self, user_id: i64, email: Option<&str>) {
+        self.held += 1;
+        let text = describe(&Deletion::Account { user_id, email }, self.emails);
+        self.line(&format!(
+            "  [HELD] {text}: matches --hold-where; delete it with `astegni-delete-expired \
+             approve {user_id}`"
+        ));
+        let email = show_email(self.emails, email).unwrap_or_default();
+        log::warn!(
+            deletion_type = "account", user_id = user_id, user_email = email.as_ref(),
+            held = true;
+            "Held {text} for manual review (matches --hold-where)"
+        );
     }
 
     /// Records a row that could not be deleted; the run goes on.
@@ -184,11 +239,13 @@ impl Report {
                 self.roles, self.accounts
             )
         };
-        let failed = if self.failed > 0 {
-            format!(", {} failed", self.failed)
-        } else {
-            String::new()
-        };
+        let mut failed = String::new();
+        if self.held > 0 {
+            failed.push_str(&format!(", {} held", self.held));
+        }
+        if self.failed > 0 {
+            failed.push_str(&format!(", {} failed", self.failed));
+        }
         let last = match ending {
             Ending::Completed => format!("COMPLETED: {counts}{failed}"),
             Ending::BrokeOff(error) => {
@@ -225,7 +282,7 @@ impl Report {
     }
 }
 
-fn describe(deletion: &Deletion) -> String {
+fn describe(deletion: &Deletion, emails: EmailPolicy) -> String {
     match deletion {
         Deletion::Role {
             role,
@@ -234,23 +291,44 @@ fn describe(deletion: &Deletion) -> String {
             email,
         } => {
             let user = match user_id {
-                Some(id) => format!("user {id}{}", email_suffix(*email)),
+                Some(id) => format!("user {id}{}", email_suffix(emails, *email)),
                 None => "no user".to_owned(),
             };
             format!("role '{role}' (profile {profile_id}) of {user}")
         }
         Deletion::Account { user_id, email } => {
-            format!("account of user {user_id}{}", email_suffix(*email))
+            format!("account of user {user_id}{}", email_suffix(emails, *email))
         }
     }
 }
 
-fn email_suffix(email: Option<&str>) -> String {
-    email.map(|email| format!(" <{email}>")).unwrap_or_default()
+fn email_suffix(emails: EmailPolicy, email: Option<&str>) -> String {
+    show_email(emails, email)
+        .map(|email| format!(" <{email}>"))
+        .unwrap_or_default()
+}
+
+/// `email` as the policy allows it to be shown: whole, masked (`a***@example.com`), or not.
+pub fn show_email(emails: EmailPolicy, email: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    let email = email?;
+    match emails {
+        EmailPolicy::Full => Some(email.into()),
+        EmailPolicy::None => None,
+        EmailPolicy::Masked => Some(match email.split_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}").into()
+            }
+            None => "***".into(),
+        }),
+    }
 }
 
 /// The journal fields of a deletion: type, role, user id, profile id, email ("" if none).
-fn fields(deletion: &Deletion) -> (&'static str, String, String, String, String) {
+fn fields(
+    deletion: &Deletion,
+    emails: EmailPolicy,
+) -> (&'static str, String, String, String, String) {
     let text = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
     match deletion {
         Deletion::Role {
@@ -263,14 +341,35 @@ fn fields(deletion: &Deletion) -> (&'static str, String, String, String, String)
             (*role).to_owned(),
             text(*user_id),
             profile_id.to_string(),
-            email.unwrap_or_default().to_owned(),
+            show_email(emails, *email).unwrap_or_default().into_owned(),
         ),
         Deletion::Account { user_id, email } => (
             "account",
             String::new(),
             user_id.to_string(),
             String::new(),
-            email.unwrap_or_default().to_owned(),
+            show_email(emails, *email).unwrap_or_default().into_owned(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_shown_as_the_policy_says() {
+        let email = Some("abebe@example.com");
+        assert_eq!(show_email(EmailPolicy::Full, email).as_deref(), email);
+        assert_eq!(
+            show_email(EmailPolicy::Masked, email).as_deref(),
+            Some("a***@example.com")
+        );
+        assert_eq!(
+            show_email(EmailPolicy::Masked, Some("odd")).as_deref(),
+            Some("***")
+        );
+        assert_eq!(show_email(EmailPolicy::None, email), None);
+        assert_eq!(show_email(EmailPolicy::Full, None), None);
     }
 }

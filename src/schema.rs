@@ -63,6 +63,8 @@ pub struct Schema {
     pub requests: Option<Requests>,
     /// Whether `deletion_audit_log` exists.
     pub audit_exists: bool,
+    /// Whether it has the `automated` column (created by us: yes).
+    pub audit_has_automated: bool,
 }
 
 pub const USERS: &str = "users";
@@ -152,12 +154,12 @@ pub fn detect(
         Some(table) => Some(requests_from(&table)?),
         None => None,
     };
-    let audit_exists = match load_table(client, AUDIT)? {
+    let (audit_exists, audit_has_automated) = match load_table(client, AUDIT)? {
         Some(table) => {
             check_audit(&table)?;
-            true
+            (true, table.column("automated").is_some())
         }
-        None => false,
+        None => (false, true),
     };
     if need_write {
         check_privileges(client, &profiles, requests.is_some())?;
@@ -168,6 +170,7 @@ pub fn detect(
         missing_profiles,
         requests,
         audit_exists,
+        audit_has_automated,
     })
 }
 
@@ -328,4 +331,23 @@ pub fn create_audit_table(client: &mut Client) -> anyhow::Result<()> {
             crate::db::db_message(&error)
         )
     })
+}
+
+/// Validates the `--hold-where` expression: it must be a boolean SQL expression over
+/// `users`. It is planned, not run, in a read-only transaction.
+pub fn check_hold_rule(client: &mut Client, hold: &str) -> anyhow::Result<()> {
+    let mut transaction = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .context("cannot start a read-only transaction")?;
+    transaction
+        .query(
+            &format!("SELECT 1 FROM users u WHERE coalesce(({hold}), FALSE) LIMIT 0"),
+            &[],
+        )
+        .map_err(|error| {
+            anyhow::anyhow!("invalid --hold-where: {}", crate::db::db_message(&error))
+        })?;
+    transaction.rollback().context("cannot end the check")
 }

@@ -16,25 +16,43 @@ use postgres::Client;
 
 use super::drain::Work;
 use super::locks::{busy_among, ids, lock_users, wait_for_user};
-use super::statements as sql;
+use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
 
-/// Accounts that are due.
+/// Accounts that are due: all but the held ones, or (for `approve`) the listed ones.
 pub struct AccountWork<'a> {
     schema: &'a Schema,
+    /// For `approve`: the users to consider; empty otherwise.
+    approved: Vec<i64>,
     candidates: String,
     still_due: String,
     delete: String,
 }
 
 impl<'a> AccountWork<'a> {
-    pub fn new(schema: &'a Schema, audit: bool) -> AccountWork<'a> {
+    /// The daily run's accounts, leaving those the hold rule matches.
+    pub fn automatic(schema: &'a Schema, audit: bool, hold: Option<&str>) -> AccountWork<'a> {
+        AccountWork::new(schema, audit, Selection::Automatic { hold }, Vec::new())
+    }
+
+    /// The accounts of `users` that are due, held or not, audited as not automated.
+    pub fn approved(schema: &'a Schema, audit: bool, users: &[i64]) -> AccountWork<'a> {
+        AccountWork::new(schema, audit, Selection::Approved, users.to_vec())
+    }
+
+    fn new(
+        schema: &'a Schema,
+        audit: bool,
+        selection: Selection,
+        approved: Vec<i64>,
+    ) -> AccountWork<'a> {
         AccountWork {
             schema,
-            candidates: sql::account_candidates(schema),
+            approved,
+            candidates: sql::account_candidates(schema, selection),
             still_due: sql::still_due_accounts(schema),
-            delete: sql::delete_accounts(schema, audit),
+            delete: sql::delete_accounts(schema, audit, selection),
         }
     }
 
@@ -76,9 +94,12 @@ impl Work for AccountWork<'_> {
         after: i64,
         limit: i64,
     ) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(client.query(&self.candidates, &[&after, &limit])?)
-            .into_iter()
-            .collect())
+        let rows = if self.approved.is_empty() {
+            client.query(&self.candidates, &[&after, &limit])?
+        } else {
+            client.query(&self.candidates, &[&after, &limit, &self.approved])?
+        };
+        Ok(ids(rows).into_iter().collect())
     }
 
     fn attempt(

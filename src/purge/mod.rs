@@ -26,6 +26,8 @@ pub struct Options {
     pub audit: bool,
     /// 0 means no limit.
     pub max_accounts: u64,
+    /// SQL boolean expression over `users`: due accounts matching it are held.
+    pub hold: Option<String>,
 }
 
 /// How the purge ended, when it did not break off.
@@ -44,7 +46,7 @@ pub fn run(
     options: &Options,
     report: &mut Report,
 ) -> anyhow::Result<Outcome> {
-    report.banner();
+    report.banner("CRON JOB: Delete Expired Roles and Accounts");
     for missing in &schema.missing_profiles {
         report.warning(&format!(
             "table {} for role {} does not exist; skipped",
@@ -98,18 +100,88 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
     report.blank();
     report.line("[2/2] Checking for expired account deletions...");
     let due: i64 = client
-        .query_one(&statements::count_due_accounts(schema), &[])
+        .query_one(
+            &statements::count_due_accounts(schema, options.hold.as_deref()),
+            &[],
+        )
         .context("cannot count the accounts due")?
         .get(0);
-    if options.max_accounts > 0 && due as u64 > options.max_accounts {
+    let outcome = if options.max_accounts > 0 && due as u64 > options.max_accounts {
         refuse_over_cap(report, due, options.max_accounts);
-        return Ok(Outcome::Capped);
+        Outcome::Capped
+    } else {
+        let before = report.accounts;
+        mode.accounts(client, schema, options, report)?;
+        let accounts = report.accounts - before;
+        summary(report, options, accounts, "account");
+        Outcome::Completed
+    };
+    report_held(client, schema, options, report)?;
+    Ok(outcome)
+}
+
+/// Reports the due accounts the hold rule keeps for manual review.
+fn report_held(
+    client: &mut impl postgres::GenericClient,
+    schema: &Schema,
+    options: &Options,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(hold) = &options.hold else {
+        return Ok(());
+    };
+    let rows = client
+        .query(&statements::held_accounts(schema, hold), &[])
+        .context("cannot list the accounts held by --hold-where")?;
+    for row in &rows {
+        let email: Option<String> = row.get(1);
+        report.held(row.get(0), email.as_deref());
     }
-    let before = report.accounts;
-    mode.accounts(client, schema, options, report)?;
-    let accounts = report.accounts - before;
-    summary(report, options, accounts, "account");
-    Ok(Outcome::Completed)
+    if !rows.is_empty() {
+        report.line(&format!(
+            "[SUMMARY] {} due accounts held for manual review",
+            rows.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `approve`: deletes the listed accounts that are due, held or not, audited as not
+/// automated; a listed user that does not exist or is not due is reported as failed.
+pub fn approve(
+    client: &mut Client,
+    schema: &Schema,
+    options: &Options,
+    users: &[i64],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.banner("MANUAL APPROVAL: Delete Held Accounts");
+    let existing: Vec<i64> = client
+        .query(statements::EXISTING_USERS, &[&users])
+        .context("cannot read users")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for missing in users.iter().filter(|id| !existing.contains(id)) {
+        report.failed(&format!("account of user {missing}"), "no such user");
+    }
+    let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
+    let work = AccountWork::approved(schema, options.audit, &existing);
+    drain(client, &work, report, &mut sizer)?;
+    let remaining: Vec<i64> = client
+        .query(statements::EXISTING_USERS, &[&existing])
+        .context("cannot read users")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for user in remaining {
+        report.failed(
+            &format!("account of user {user}"),
+            "not due for deletion (never scheduled, or restored); not deleted",
+        );
+    }
+    summary(report, options, report.accounts, "account");
+    Ok(())
 }
 
 fn summary(report: &mut Report, options: &Options, count: u64, noun: &str) {
@@ -170,12 +242,8 @@ impl Mode<Client> for Live {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
-        drain(
-            client,
-            &AccountWork::new(schema, options.audit),
-            report,
-            &mut sizer,
-        )
+        let work = AccountWork::automatic(schema, options.audit, options.hold.as_deref());
+        drain(client, &work, report, &mut sizer)
     }
 }
 
@@ -200,9 +268,10 @@ impl Mode<postgres::Transaction<'_>> for DryRun {
         &mut self,
         transaction: &mut postgres::Transaction<'_>,
         schema: &Schema,
-        _options: &Options,
+        options: &Options,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        preview::accounts(transaction, schema, report).context("cannot read what is due in users")
+        preview::accounts(transaction, schema, options.hold.as_deref(), report)
+            .context("cannot read what is due in users")
     }
 }

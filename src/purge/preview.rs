@@ -62,17 +62,23 @@ pub fn profiles(
     Ok(())
 }
 
-/// Reports the accounts that are due.
+/// Reports the accounts that are due and not held.
 pub fn accounts(
     transaction: &mut Transaction,
     schema: &Schema,
+    hold: Option<&str>,
     report: &mut Report,
 ) -> Result<(), postgres::Error> {
-    stream(transaction, &sql::preview_accounts(schema), &[], |row| {
-        let email: Option<String> = row.get(1);
-        report.deleted(&Deletion::Account {
-            user_id: row.get(0),
-            email: email.as_deref(),
-        });
-    })
+    stream(
+        transaction,
+        &sql::preview_accounts(schema, hold),
+        &[],
+        |row| {
+            let email: Option<String> = row.get(1);
+            report.deleted(&Deletion::Account {
+                user_id: row.get(0),
+                email: email.as_deref(),
+            });
+        },
+    )
 }

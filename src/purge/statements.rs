@@ -278,17 +278,55 @@ fn completed_at(schema: &Schema) -> &'static str {
     }
 }
 
+/// Which due accounts a statement is about.
+#[derive(Clone, Copy)]
+pub enum Selection<'a> {
+    /// The daily run: every due account except those the hold rule (SQL over `u`) matches.
+    Automatic { hold: Option<&'a str> },
+    /// `approve`: only the listed users (`$3` in candidates), held or not.
+    Approved,
+}
+
+impl Selection<'_> {
+    /// ` AND ...` restricting a query over alias `u`.
+    fn filter(self) -> String {
+        match self {
+            Selection::Automatic { hold: Some(hold) } => {
+                format!(" AND NOT coalesce(({hold}), FALSE)")
+            }
+            Selection::Automatic { hold: None } => String::new(),
+            Selection::Approved => " AND u.id = ANY($3::bigint[])".to_owned(),
+        }
+    }
+}
+
 /// Users whose account is due, after `$1`, at most `$2`.
-pub fn account_candidates(schema: &Schema) -> String {
+pub fn account_candidates(schema: &Schema, selection: Selection) -> String {
     format!(
-        "SELECT u.id::bigint FROM users u WHERE {} AND u.id > $1::bigint ORDER BY u.id LIMIT $2",
-        account_due(schema)
+        "SELECT u.id::bigint FROM users u WHERE {}{} AND u.id > $1::bigint \
+         ORDER BY u.id LIMIT $2",
+        account_due(schema),
+        selection.filter()
     )
 }
 
-/// How many accounts are due now.
-pub fn count_due_accounts(schema: &Schema) -> String {
-    format!("SELECT count(*) FROM users u WHERE {}", account_due(schema))
+/// How many accounts the daily run would delete now (held ones excluded).
+pub fn count_due_accounts(schema: &Schema, hold: Option<&str>) -> String {
+    format!(
+        "SELECT count(*) FROM users u WHERE {}{}",
+        account_due(schema),
+        Selection::Automatic { hold }.filter()
+    )
+}
+
+/// Due accounts the hold rule matches: (user id, email).
+pub fn held_accounts(schema: &Schema, hold: &str) -> String {
+    format!(
+        "SELECT u.id::bigint, {} FROM users u WHERE {} AND coalesce(({hold}), FALSE) \
+         ORDER BY u.id",
+        email(schema),
+        account_due(schema)
+    )
 }
 
 /// Of the ids in `$1`, those whose account is still due.
@@ -307,7 +345,7 @@ pub const LOCK_PENDING_REQUESTS: &str = "WITH locked AS (SELECT r.id FROM accoun
 
 /// Deletes the users `$1` (locked) whose account is still due, judging requests only by the
 /// locked rows `$2`; marks those requests completed and audits; returns (user id, email).
-pub fn delete_accounts(schema: &Schema, audit: bool) -> String {
+pub fn delete_accounts(schema: &Schema, audit: bool, selection: Selection) -> String {
     let (request_check, complete) = match schema.requests {
         Some(_) => (
             format!(
@@ -324,15 +362,27 @@ pub fn delete_accounts(schema: &Schema, audit: bool) -> String {
         ),
         None => (String::new(), String::new()),
     };
-    let audited = if audit {
-        ", audited AS (INSERT INTO deletion_audit_log \
-         (deletion_type, user_id, user_email, role_name) \
-         SELECT 'account', user_id, email, NULL FROM deleted)"
-    } else {
-        ""
+    let audited = match (audit, selection) {
+        (false, _) => "",
+        (true, Selection::Automatic { .. }) => {
+            ", audited AS (INSERT INTO deletion_audit_log \
+             (deletion_type, user_id, user_email, role_name) \
+             SELECT 'account', user_id, email, NULL FROM deleted)"
+        }
+        (true, Selection::Approved) => {
+            ", audited AS (INSERT INTO deletion_audit_log \
+             (deletion_type, user_id, user_email, role_name, automated) \
+             SELECT 'account', user_id, email, NULL, FALSE FROM deleted)"
+        }
+    };
+    // The hold rule is re-checked like everything else; `approve` ids are already in $1.
+    let hold = match selection {
+        Selection::Automatic { .. } => selection.filter(),
+        Selection::Approved => String::new(),
     };
     format!(
-        "WITH deleted AS (DELETE FROM users u WHERE u.id = ANY($1::bigint[]) AND (({}){request_check}) \
+        "WITH deleted AS (DELETE FROM users u WHERE u.id = ANY($1::bigint[]) \
+         AND (({}){request_check}){hold} \
          RETURNING u.id::bigint AS user_id, {} AS email){complete}{audited} \
          SELECT user_id, email FROM deleted ORDER BY user_id",
         user_due(schema),
@@ -366,11 +416,12 @@ pub fn preview_requested_profiles(schema: &Schema, profile: &ProfileTable) -> St
     )
 }
 
-/// Everything due, for a dry run: accounts as (user id, email).
-pub fn preview_accounts(schema: &Schema) -> String {
+/// Everything due, for a dry run: accounts as (user id, email), held ones excluded.
+pub fn preview_accounts(schema: &Schema, hold: Option<&str>) -> String {
     format!(
-        "SELECT u.id::bigint, {} FROM users u WHERE {} ORDER BY u.id",
+        "SELECT u.id::bigint, {} FROM users u WHERE {}{} ORDER BY u.id",
         email(schema),
-        account_due(schema)
+        account_due(schema),
+        Selection::Automatic { hold }.filter()
     )
 }

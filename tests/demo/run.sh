@@ -26,10 +26,11 @@ trap cleanup EXIT
 "${as_server[@]}" "$bindir/pg_ctl" -D "$dir/data" -w -l "$dir/server.log" start \
     -o "-c listen_addresses='' -k $dir -p 5432" >/dev/null
 url="host=$dir user=postgres dbname=postgres"
-"$bindir/psql" -q -X -v ON_ERROR_STOP=1 -d "$url" -f "$here/sample.sql"
+"$bindir/psql" -q -X -v ON_ERROR_STOP=1 -d "$url" -f "$here/sample.sql" -o /dev/null
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@" || printf '(exit code %s)\n' "$?"; }
 step "$job" check --database-url "$url"
+step "$job" pending --days 60 --database-url "$url"
 step "$job" --dry-run --log-target stderr --database-url "$url"
 step "$job" --log-target stderr --database-url "$url"
 step "$bindir/psql" -X -d "$url" -c \

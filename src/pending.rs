@@ -1,0 +1,217 @@
+//! `astegni-delete-expired pending`: what the job will delete in the next N days.
+//!
+//! One read-only query gathers role profiles (due by themselves or by a role request) and
+//! accounts (by their own row or by a request; the earlier date wins), with the due date and
+//! the days left, sorted by due date. Accounts the hold rule matches are flagged. Output is
+//! a table for people or `--json` (an array of objects) for scripts; emails follow
+//! `--log-emails`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use postgres::Row;
+
+use crate::config::EmailPolicy;
+use crate::json;
+use crate::purge::statements::ROLE_REQUEST_DUE;
+use crate::report::show_email;
+use crate::schema::Schema;
+
+/// One upcoming deletion.
+struct Upcoming {
+    kind: String,
+    role: Option<String>,
+    user_id: Option<i64>,
+    profile_id: Option<i64>,
+    email: Option<String>,
+    due_local: String,
+    due_utc: String,
+    days_left: i64,
+    held: bool,
+}
+
+impl Upcoming {
+    fn from_row(row: &Row) -> Upcoming {
+        Upcoming {
+            kind: row.get(0),
+            role: row.get(1),
+            user_id: row.get(2),
+            profile_id: row.get(3),
+            email: row.get(4),
+            due_local: row.get(5),
+            due_utc: row.get(6),
+            days_left: row.get(7),
+            held: row.get(8),
+        }
+    }
+}
+
+/// Writes the deletions due within `days` days to `out`.
+pub fn run(
+    client: &mut postgres::Client,
+    schema: &Schema,
+    hold: Option<&str>,
+    days: u32,
+    json_output: bool,
+    emails: EmailPolicy,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut transaction = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .context("cannot start a read-only transaction")?;
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let rows = transaction
+        .query(&query(schema, hold), &[&days])
+        .context("cannot list the upcoming deletions")?;
+    let zone: String = transaction
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .context("cannot read the time zone")?
+        .get(0);
+    transaction.rollback().context("cannot end the listing")?;
+    let upcoming: Vec<Upcoming> = rows.iter().map(Upcoming::from_row).collect();
+    let text = if json_output {
+        as_json(&upcoming, emails)
+    } else {
+        as_table(&upcoming, emails, &zone)
+    };
+    out.write_all(text.as_bytes())
+        .context("cannot write the listing")
+}
+
+/// Columns: kind, role, user id, profile id, email, due (local text), due (UTC ISO 8601),
+/// days left, held.
+fn query(schema: &Schema, hold: Option<&str>) -> String {
+    let email = if schema.users.has_email {
+        "u.email::text"
+    } else {
+        "NULL::text"
+    };
+    let horizon = "now() + make_interval(days => $1)";
+    let mut parts: Vec<String> = Vec::new();
+    for profile in &schema.profiles {
+        let table = profile.table.quoted();
+        let role = format!("'{}'::text", profile.role);
+        if profile.schedule_type.is_some() {
+            parts.push(format!(
+                "SELECT 'role'::text, {role}, p.user_id::bigint, p.id::bigint, {email}, \
+                 p.scheduled_deletion_at::timestamptz, FALSE FROM {table} p \
+                 LEFT JOIN users u ON u.id = p.user_id \
+                 WHERE p.is_active = FALSE AND p.scheduled_deletion_at <= {horizon}"
+            ));
+        }
+        if schema.requests.as_ref().is_some_and(|r| r.per_role) {
+            parts.push(format!(
+                "SELECT 'role'::text, {role}, r.user_id::bigint, p.id::bigint, {email}, \
+                 r.scheduled_deletion_at::timestamptz, FALSE \
+                 FROM account_deletion_requests r \
+                 JOIN {table} p ON p.user_id = r.user_id \
+                 AND (r.profile_id IS NULL OR p.id = r.profile_id) \
+                 LEFT JOIN users u ON u.id = r.user_id \
+                 WHERE r.role = {role} AND {} ",
+                ROLE_REQUEST_DUE.replace("now()", horizon)
+            ));
+        }
+    }
+    parts.push(accounts(schema, hold, email, horizon));
+    format!(
+        "SELECT kind, role, user_id, profile_id, email, \
+         to_char(due, 'YYYY-MM-DD HH24:MI'), \
+         to_char(due AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+         greatest(0, ceil(extract(epoch FROM due - now()) / 86400))::bigint, held \
+         FROM ({}) AS upcoming(kind, role, user_id, profile_id, email, due, held) \
+         ORDER BY due, kind, user_id, profile_id",
+        parts.join(" UNION ALL ")
+    )
+}
+
+fn accounts(schema: &Schema, hold: Option<&str>, email: &str, horizon: &str) -> String {
+    let by_status = if schema.users.schedule_type.is_some() {
+        "CASE WHEN u.account_status = 'pending_deletion' \
+         THEN u.scheduled_deletion_at::timestamptz END"
+    } else {
+        "NULL::timestamptz"
+    };
+    let by_request = match &schema.requests {
+        Some(requests) => format!(
+            "(SELECT min(r.scheduled_deletion_at::timestamptz) FROM account_deletion_requests r \
+             WHERE r.user_id = u.id AND r.status = 'pending'{})",
+            if requests.per_role {
+                " AND r.delete_user IS NOT FALSE"
+            } else {
+                ""
+            }
+        ),
+        None => "NULL::timestamptz".to_owned(),
+    };
+    let held = hold.map_or("FALSE".to_owned(), |hold| {
+        format!("coalesce(({hold}), FALSE)")
+    });
+    format!(
+        "SELECT 'account'::text, NULL::text, a.id, NULL::bigint, a.email, a.due, a.held \
+         FROM (SELECT u.id::bigint AS id, {email} AS email, \
+         least({by_status}, {by_request}) AS due, {held} AS held FROM users u) a \
+         WHERE a.due <= {horizon}"
+    )
+}
+
+fn as_table(upcoming: &[Upcoming], emails: EmailPolicy, zone: &str) -> String {
+    if upcoming.is_empty() {
+        return "Nothing is scheduled for deletion in that period.\n".to_owned();
+    }
+    let mut text = format!(
+        "{:<16}  {:>9}  {:<7}  {:<10}  {:>8}  {:>8}  {}\n",
+        format!("DUE ({zone})").chars().take(16).collect::<String>(),
+        "DAYS LEFT",
+        "TYPE",
+        "ROLE",
+        "USER",
+        "PROFILE",
+        "EMAIL"
+    );
+    for item in upcoming {
+        let days = if item.days_left == 0 {
+            "due now".to_owned()
+        } else {
+            item.days_left.to_string()
+        };
+        let kind = if item.held { "account*" } else { &item.kind };
+        text.push_str(&format!(
+            "{:<16}  {:>9}  {:<7}  {:<10}  {:>8}  {:>8}  {}\n",
+            item.due_local,
+            days,
+            kind,
+            item.role.as_deref().unwrap_or("-"),
+            item.user_id.map_or("-".to_owned(), |id| id.to_string()),
+            item.profile_id.map_or("-".to_owned(), |id| id.to_string()),
+            show_email(emails, item.email.as_deref()).unwrap_or("-".into()),
+        ));
+    }
+    if upcoming.iter().any(|item| item.held) {
+        text.push_str("* held by --hold-where: deleted only by `astegni-delete-expired approve`\n");
+    }
+    text
+}
+
+fn as_json(upcoming: &[Upcoming], emails: EmailPolicy) -> String {
+    let number = |value: Option<i64>| value.map_or("null".to_owned(), |v| v.to_string());
+    let items: Vec<String> = upcoming
+        .iter()
+        .map(|item| {
+            format!(
+                "{{\"type\":{},\"role\":{},\"user_id\":{},\"profile_id\":{},\"email\":{},\
+                 \"due_at\":{},\"days_remaining\":{},\"held\":{}}}",
+                json::string(&item.kind),
+                json::optional(item.role.as_deref()),
+                number(item.user_id),
+                number(item.profile_id),
+                json::optional(show_email(emails, item.email.as_deref()).as_deref()),
+                json::string(&item.due_utc),
+                item.days_left,
+                item.held
+            )
+        })
+        .collect();
+    format!("[{}]\n", items.join(",\n "))
+}

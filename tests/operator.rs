@@ -1,0 +1,365 @@
+//! Operator features: alerts (command and webhook), manual review (hold and approve), the
+//! pending listing, and email privacy in the logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+
+use common::astegni::Astegni;
+
+/// A due role, a due account and a due account with a positive balance (the "high-value"
+/// one); returns (tutor profile, leaver, rich leaver).
+fn scene(astegni: &Astegni) -> (i64, i64, i64) {
+    astegni
+        .db
+        .exec("ALTER TABLE users ADD COLUMN account_balance numeric(12,2) DEFAULT 0");
+    let user = astegni.user("tutor@example.com", Some(&["user", "tutor"]), "tutor");
+    let profile = astegni.profile("tutor", user, Some(-1));
+    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
+    astegni.leave(leaver, -1);
+    let rich = astegni.user("rich@example.com", Some(&["user", "advertiser"]), "user");
+    astegni.leave(rich, -1);
+    astegni.db.exec(&format!(
+        "UPDATE users SET account_balance = 250 WHERE id = {rich}"
+    ));
+    (profile, leaver, rich)
+}
+
+/// A one-shot HTTP server on 127.0.0.1 answering each request with the next status of
+/// `statuses`; yields the request bodies.
+fn webhook_server(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for status in statuses {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("request line");
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).expect("header");
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = header.to_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().expect("length");
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).expect("body");
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+            let _ = sender.send((request_line, String::from_utf8(body).expect("utf-8")));
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), receiver)
+}
+
+#[test]
+fn notify_command_gets_the_summary_on_stdin() {
+    let astegni = Astegni::new("notifycmd");
+    scene(&astegni);
+    let out = std::env::temp_dir().join(format!("astegni-alert-{}.txt", std::process::id()));
+    let command = format!("cat > {}", out.display());
+    let (code, stdout, stderr) =
+        astegni.run(&["--notify-command", &command, "--max-accounts", "0"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let alert = std::fs::read_to_string(&out).expect("the command ran");
+    std::fs::remove_file(&out).expect("cleanup");
+    let mut lines = alert.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Astegni deletion job: COMPLETED: 1 roles and 2 accounts deleted")
+    );
+    assert!(alert.contains("[DELETED] account of user"), "{alert}");
+    assert!(
+        alert.contains("CRON JOB: Delete Expired Roles and Accounts"),
+        "{alert}"
+    );
+}
+
+#[test]
+fn a_failing_notify_command_changes_nothing_but_a_log_line() {
+    let astegni = Astegni::new("notifyfail");
+    scene(&astegni);
+    let (code, _, stderr) = astegni.run(&["--notify-command", "exit 7"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("alert command failed: it ended with exit status: 7"),
+        "{stderr}"
+    );
+    assert_eq!(astegni.count("users"), 1, "deletions happened");
+}
+
+#[test]
+fn notify_on_controls_which_runs_alert() {
+    let astegni = Astegni::new("notifyon");
+    let marker = std::env::temp_dir().join(format!("astegni-on-{}", std::process::id()));
+    let command = format!("touch {}", marker.display());
+    // Nothing due: `deletions` stays quiet, `always` alerts.
+    let (code, _, _) = astegni.run(&["--notify-command", &command]);
+    assert_eq!(code, 0);
+    assert!(!marker.exists(), "alerted although nothing was deleted");
+    let (code, _, _) = astegni.run(&["--notify-command", &command, "--notify-on", "always"]);
+    assert_eq!(code, 0);
+    assert!(marker.exists(), "--notify-on always did not alert");
+    std::fs::remove_file(&marker).expect("cleanup");
+    // Deletions but success: `failure` stays quiet.
+    scene(&astegni);
+    let (code, _, _) = astegni.run(&[
+        "--notify-command",
+        &command,
+        "--notify-on",
+        "failure",
+        "--max-accounts",
+        "0",
+    ]);
+    assert_eq!(code, 0);
+    assert!(!marker.exists(), "--notify-on failure alerted on success");
+}
+
+#[test]
+fn webhook_gets_slack_json_and_its_secret_stays_out_of_the_logs() {
+    let astegni = Astegni::new("webhook");
+    scene(&astegni);
+    // First answer 500: the job must retry.
+    let (base, requests) = webhook_server(vec![500, 200]);
+    let url = format!("{base}/services/T000/B000/XyZsecretToken");
+    let (code, stdout, stderr) = astegni.run(&["--webhook-url", &url, "--max-accounts", "0"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (first_line, _) = requests.recv().expect("first request");
+    let (second_line, body) = requests.recv().expect("retried request");
+    assert_eq!(
+        first_line.trim(),
+        "POST /services/T000/B000/XyZsecretToken HTTP/1.1"
+    );
+    assert_eq!(first_line, second_line);
+    assert!(
+        body.starts_with(
+            "{\"text\":\"Astegni deletion job: COMPLETED: 1 roles and 2 accounts deleted\\n"
+        ),
+        "{body}"
+    );
+    assert!(!stdout.contains("XyZsecretToken") && !stderr.contains("XyZsecretToken"));
+}
+
+#[test]
+fn an_unreachable_webhook_is_logged_without_its_secret() {
+    let astegni = Astegni::new("webhookdown");
+    scene(&astegni);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let url = format!("http://127.0.0.1:{port}/hooks/SECRETPATH");
+    let (code, stdout, stderr) = astegni.run(&["--webhook-url", &url, "--notify-on", "always"]);
+    assert_eq!(code, 0, "deletions are unaffected: {stderr}");
+    assert!(
+        stderr.contains(&format!("webhook http://127.0.0.1:{port}/... failed")),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("SECRETPATH") && !stderr.contains("SECRETPATH"));
+}
+
+#[test]
+fn held_accounts_wait_for_approval() {
+    let astegni = Astegni::new("hold");
+    let (profile, leaver, rich) = scene(&astegni);
+    let hold = "account_balance > 0 OR roles::text LIKE '%advertiser%'";
+    let (code, stdout, stderr) = astegni.run(&["--hold-where", hold]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!astegni.exists("tutor_profiles", profile));
+    assert!(!astegni.exists("users", leaver));
+    assert!(astegni.exists("users", rich), "held account deleted");
+    assert!(
+        stdout.contains(&format!(
+            "[HELD] account of user {rich} <rich@example.com>: matches --hold-where"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[SUMMARY] 1 due accounts held for manual review"));
+    assert!(
+        stdout.ends_with("COMPLETED: 1 roles and 1 accounts deleted, 1 held\n"),
+        "{stdout}"
+    );
+
+    // `check` shows the rule is valid and what it holds.
+    let (code, stdout, _) = astegni.run(&["check", "--hold-where", hold]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("accounts due now: 1 (1 held by --hold-where"),
+        "{stdout}"
+    );
+
+    // Approving a user that is not due deletes nothing and says so.
+    let staying = astegni.user("stay@example.com", Some(&["user"]), "user");
+    let (code, stdout, _) = astegni.run(&["approve", &rich.to_string(), &staying.to_string()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(&format!("[FAILED] account of user {staying}: not due")));
+    assert!(astegni.exists("users", staying));
+    assert!(!astegni.exists("users", rich), "approved account kept");
+    let automated: Vec<(i64, bool)> = astegni
+        .db
+        .client()
+        .query(
+            "SELECT user_id::bigint, automated FROM deletion_audit_log \
+             WHERE deletion_type = 'account' ORDER BY user_id",
+            &[],
+        )
+        .expect("audit")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(automated, vec![(leaver, true), (rich, false)]);
+}
+
+#[test]
+fn an_invalid_hold_rule_is_a_configuration_error() {
+    let astegni = Astegni::new("badhold");
+    scene(&astegni);
+    let before = astegni.snapshot();
+    for (rule, expected) in [
+        (
+            "no_such_column > 0",
+            "invalid --hold-where: column \"no_such_column\" does not exist",
+        ),
+        ("account_balance + 1", "invalid --hold-where"),
+        ("true); DELETE FROM users; --", "without ';' or comments"),
+    ] {
+        let (code, _, stderr) = astegni.run(&["check", "--hold-where", rule]);
+        assert_eq!(code, 2, "{rule}: {stderr}");
+        assert!(stderr.contains(expected), "{rule}: {stderr}");
+        let (code, _, _) = astegni.run(&["--hold-where", rule]);
+        assert_eq!(code, 2);
+    }
+    assert_eq!(astegni.snapshot(), before);
+}
+
+#[test]
+fn pending_lists_what_is_coming_sorted() {
+    let astegni = Astegni::new("pending");
+    let (profile, leaver, rich) = scene(&astegni);
+    let soon = astegni.user("soon@example.com", Some(&["user", "parent"]), "parent");
+    let soon_profile = astegni.profile("parent", soon, Some(3));
+    let later = astegni.user("later@example.com", Some(&["user"]), "user");
+    astegni.leave(later, 20);
+
+    let (code, stdout, stderr) = astegni.run(&[
+        "pending",
+        "--json",
+        "--hold-where",
+        "account_balance > 0",
+        "--log-emails",
+        "masked",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let items: Vec<&str> = stdout.trim().trim_matches(['[', ']']).split("},").collect();
+    assert_eq!(items.len(), 4, "{stdout}");
+    assert!(
+        items[3].contains(&format!("\"profile_id\":{soon_profile}")),
+        "{stdout}"
+    );
+    assert!(items[3].contains("\"days_remaining\":3"), "{stdout}");
+    assert!(stdout.contains(&format!(
+        "\"type\":\"role\",\"role\":\"tutor\",\"user_id\":"
+    )));
+    assert!(stdout.contains(&format!("\"profile_id\":{profile}")));
+    assert!(stdout.contains(&format!(
+        "\"user_id\":{rich},\"profile_id\":null,\"email\":\"r***@example.com\""
+    )));
+    assert!(stdout.contains("\"held\":true"));
+    assert!(stdout.contains(&format!("\"user_id\":{leaver}")));
+    assert!(
+        !stdout.contains(&format!("\"user_id\":{later},")),
+        "scheduled beyond 7 days: {stdout}"
+    );
+    assert!(!stdout.contains("rich@example.com"), "masked");
+
+    let (code, stdout, _) = astegni.run(&["pending", "--days", "30"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert!(lines[0].starts_with("DUE (UTC)") && lines[0].contains("DAYS LEFT"));
+    assert!(lines[1].contains("due now"), "{stdout}");
+    assert!(
+        lines[5].contains("later@example.com") && lines[5].contains(" 20 "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn emails_can_be_masked_or_left_out_of_report_and_logs() {
+    let astegni = Astegni::new("privacy");
+    scene(&astegni);
+    let (code, stdout, stderr) = astegni.run(&["--log-emails", "masked", "--max-accounts", "0"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("<l***@example.com>") && stdout.contains("<t***@example.com>"));
+    assert!(!stdout.contains("leaver@") && !stderr.contains("leaver@"));
+    let emails: Vec<Option<String>> = astegni
+        .db
+        .client()
+        .query(
+            "SELECT user_email::text FROM deletion_audit_log ORDER BY id",
+            &[],
+        )
+        .expect("audit")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        emails.contains(&Some("leaver@example.com".into())),
+        "the audit keeps it"
+    );
+
+    let quiet = Astegni::new("privacynone");
+    scene(&quiet);
+    let (code, stdout, stderr) = quiet.run(&["--log-emails", "none", "--max-accounts", "0"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stdout.contains('@') && !stderr.contains('@'),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn notify_failure_alerts_unless_the_run_already_did() {
+    let state = std::env::temp_dir().join(format!("astegni-state-{}", std::process::id()));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let out = state.join("alert.txt");
+    let command = format!("cat > {}", out.display());
+    let env = [
+        ("MONITOR_INVOCATION_ID", "0123456789abcdef0123456789abcdef"),
+        ("MONITOR_SERVICE_RESULT", "exit-code"),
+        ("MONITOR_EXIT_STATUS", "75"),
+        ("STATE_DIRECTORY", state.to_str().expect("path")),
+        ("ASTEGNI_NOTIFY_COMMAND", &command),
+    ];
+    let (code, _, stderr) = common::run_job(&["notify-failure"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let alert = std::fs::read_to_string(&out).expect("alerted");
+    assert!(
+        alert.starts_with("Astegni deletion job FAILED on ")
+            && alert.contains("exit-code (exit status 75)"),
+        "{alert}"
+    );
+    std::fs::remove_file(&out).expect("cleanup");
+
+    // A run that sent its own failure alert leaves a marker; the hook then stays quiet.
+    let marker = state.join("alerted-0123456789abcdef0123456789abcdef");
+    std::fs::write(&marker, b"").expect("marker");
+    let (code, _, _) = common::run_job(&["notify-failure"], &env);
+    assert_eq!(code, 0);
+    assert!(!out.exists(), "alerted twice");
+    assert!(!marker.exists(), "marker left behind");
+    std::fs::remove_dir_all(&state).expect("cleanup");
+}
