@@ -270,9 +270,7 @@ fn pending_lists_what_is_coming_sorted() {
         "{stdout}"
     );
     assert!(items[3].contains("\"days_remaining\":3"), "{stdout}");
-    assert!(stdout.contains(&format!(
-        "\"type\":\"role\",\"role\":\"tutor\",\"user_id\":"
-    )));
+    assert!(stdout.contains("\"type\":\"role\",\"role\":\"tutor\",\"user_id\":"));
     assert!(stdout.contains(&format!("\"profile_id\":{profile}")));
     assert!(stdout.contains(&format!(
         "\"user_id\":{rich},\"profile_id\":null,\"email\":\"r***@example.com\""

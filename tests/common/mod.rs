@@ -25,7 +25,27 @@
 //!     derived from the pid and moves on if `127.0.0.1:<port>` is taken, so
 //!     test binaries running concurrently don't clash (their socket
 //!     directories differ anyway);
-//!   - `pg_ctl start -w` waits for readiness: there are no sleeps anywhere.
+//!   - `pg_ctl start -w` waits for readiness: there are no sleeps anywhere;
+//!   - TLS is on (see below).
+//!
+//! # TLS
+//!
+//! The throwaway cluster serves TLS on its TCP listener (`ssl = on`). Before
+//! the server starts, the harness makes with the `openssl` crate a throwaway
+//! CA (`<base>/ca.crt`, see [`tls_ca_file`]) and a server certificate signed
+//! by it whose only name is `DNS:localhost` (no IP address, on purpose:
+//! `verify-full` to `host=localhost` succeeds, to `host=127.0.0.1` it fails
+//! on the name while `verify-ca` succeeds). The certificate and its key
+//! (`<base>/server.crt`, `<base>/server.key`, both mode 0600 and owned by the
+//! server user) are named by `ssl_cert_file` / `ssl_key_file`.
+//!
+//! `pg_hba.conf` accepts password logins over TCP with and without TLS,
+//! except for members of two group roles made at start-up (see
+//! [`TcpAccess`] and [`TestRole::with_access`]): members of
+//! [`TLS_ONLY_GROUP`] may log in only over TLS (`hostssl`), members of
+//! [`PLAIN_ONLY_GROUP`] only without it (`hostnossl`); the other kind of
+//! connection is `reject`ed. For an external server, [`tls_ca_file`] is
+//! `ASTEGNI_TEST_TLS_CA` (if set) and those groups don't exist.
 //!
 //! # Running as root
 //!
@@ -69,6 +89,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
+};
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
 use postgres::{Client, NoTls};
 
 /// Superuser conninfo/URL of an existing server to use instead of starting one.
@@ -77,6 +108,14 @@ pub const EXTERNAL_URL_ENV: &str = "ASTEGNI_TEST_DATABASE_URL";
 pub const EXTERNAL_TCP_PORT_ENV: &str = "ASTEGNI_TEST_TCP_PORT";
 /// TCP host of the external server (default `127.0.0.1`).
 pub const EXTERNAL_TCP_HOST_ENV: &str = "ASTEGNI_TEST_TCP_HOST";
+/// CA certificate (PEM) that signed the external server's certificate.
+pub const EXTERNAL_TLS_CA_ENV: &str = "ASTEGNI_TEST_TLS_CA";
+/// Group role whose members the throwaway cluster lets in over TCP only with
+/// TLS (`hostssl`).
+pub const TLS_ONLY_GROUP: &str = "astegni_test_tls_only";
+/// Group role whose members the throwaway cluster lets in over TCP only
+/// without TLS (`hostnossl`).
+pub const PLAIN_ONLY_GROUP: &str = "astegni_test_plain_only";
 /// Overrides the PostgreSQL bin dir used for the throwaway cluster.
 pub const BINDIR_ENV: &str = "ASTEGNI_TEST_PG_BINDIR";
 /// [`run_job`] kills the binary after this long, so a hang fails instead of
@@ -203,6 +242,42 @@ impl TestRole {
     }
 }
 
+/// Which TCP connections the server accepts for a [`TestRole`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpAccess {
+    /// With or without TLS (`host ... scram-sha-256`).
+    Any,
+    /// Only over TLS (`hostssl`, member of [`TLS_ONLY_GROUP`]).
+    TlsOnly,
+    /// Only without TLS (`hostnossl`, member of [`PLAIN_ONLY_GROUP`]).
+    PlainOnly,
+}
+
+impl TestRole {
+    /// Like [`TestRole::create`], but only the given kind of TCP connection
+    /// is accepted for the role. `None` if the server can't enforce that
+    /// (an external server: the groups and their `pg_hba.conf` lines are the
+    /// throwaway cluster's).
+    pub fn with_access(prefix: &str, password: &str, access: TcpAccess) -> Option<TestRole> {
+        let group = match access {
+            TcpAccess::Any => None,
+            TcpAccess::TlsOnly => Some(TLS_ONLY_GROUP),
+            TcpAccess::PlainOnly => Some(PLAIN_ONLY_GROUP),
+        };
+        if group.is_some() && !server().hba_groups {
+            return None;
+        }
+        let role = TestRole::create(prefix, password);
+        if let Some(group) = group {
+            let sql = format!("GRANT \"{group}\" TO \"{}\"", role.name);
+            admin_client()
+                .batch_execute(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+        }
+        Some(role)
+    }
+}
+
 impl Drop for TestRole {
     fn drop(&mut self) {
         if let Ok(mut admin) = Client::connect(&admin_url(), NoTls) {
@@ -227,6 +302,34 @@ pub fn admin_client() -> Client {
 /// server only if `ASTEGNI_TEST_TCP_PORT` is set.
 pub fn tcp_port() -> Option<u16> {
     server().tcp_port
+}
+
+/// CA certificate (PEM file) that signed the server's certificate: the
+/// throwaway cluster's own CA, or for an external server the file named by
+/// `ASTEGNI_TEST_TLS_CA` (`None` if that is unset: TLS tests skip).
+pub fn tls_ca_file() -> Option<PathBuf> {
+    match &server().kind {
+        Kind::External(_) => std::env::var_os(EXTERNAL_TLS_CA_ENV)
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from),
+        Kind::Local { .. } => server().tls_ca.clone(),
+    }
+}
+
+/// Whether the server is the harness's own throwaway cluster, whose TLS
+/// certificate names only `localhost` and whose `pg_hba.conf` is known.
+pub fn is_throwaway_cluster() -> bool {
+    matches!(server().kind, Kind::Local { .. })
+}
+
+/// A fresh self-signed CA certificate (PEM) that has signed nothing: a
+/// trust anchor the server's certificate does not chain to.
+pub fn unrelated_ca_pem(common_name: &str) -> String {
+    let (certificate, _key) = make_ca(common_name);
+    let pem = certificate
+        .to_pem()
+        .unwrap_or_else(|e| panic!("encoding a CA certificate: {e}"));
+    String::from_utf8(pem).expect("PEM is ASCII")
 }
 
 /// Host to use with [`tcp_port`].
@@ -397,6 +500,11 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 struct Server {
     kind: Kind,
     tcp_port: Option<u16>,
+    /// The throwaway cluster's CA certificate.
+    tls_ca: Option<PathBuf>,
+    /// Whether [`TLS_ONLY_GROUP`] and [`PLAIN_ONLY_GROUP`] exist and
+    /// `pg_hba.conf` enforces them.
+    hba_groups: bool,
 }
 
 enum Kind {
@@ -433,6 +541,8 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| match std::env::var(EXTERNAL_
         Server {
             kind: Kind::External(url),
             tcp_port,
+            tls_ca: None,
+            hba_groups: false,
         }
     }
     _ => start_local_cluster(),
@@ -784,11 +894,21 @@ fn start_local_cluster() -> Server {
 
     // Edited as root when dropping privileges: writing to existing files
     // keeps their owner.
+    let tls = write_tls_files(&base, &runner);
+
+    // First match wins: the two groups get their one kind of TCP connection
+    // and are rejected on the other; everyone else may use either.
     fs::write(
         data.join("pg_hba.conf"),
-        "# written by the test harness (tests/common/mod.rs)\n\
-         local all all trust\n\
-         host  all all 127.0.0.1/32 scram-sha-256\n",
+        format!(
+            "# written by the test harness (tests/common/mod.rs)\n\
+             local     all all                 trust\n\
+             hostssl   all +{TLS_ONLY_GROUP}   127.0.0.1/32 scram-sha-256\n\
+             host      all +{TLS_ONLY_GROUP}   127.0.0.1/32 reject\n\
+             hostnossl all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 scram-sha-256\n\
+             host      all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 reject\n\
+             host      all all                 127.0.0.1/32 scram-sha-256\n"
+        ),
     )
     .unwrap_or_else(|e| panic!("writing pg_hba.conf: {e}"));
     let settings = format!(
@@ -804,8 +924,13 @@ fn start_local_cluster() -> Server {
          password_encryption = 'scram-sha-256'\n\
          timezone = 'UTC'\n\
          log_timezone = 'UTC'\n\
-         logging_collector = off\n",
-        base.display()
+         logging_collector = off\n\
+         ssl = on\n\
+         ssl_cert_file = '{}'\n\
+         ssl_key_file = '{}'\n",
+        base.display(),
+        tls.certificate.display(),
+        tls.key.display(),
     );
     fs::OpenOptions::new()
         .append(true)
@@ -829,12 +954,19 @@ fn start_local_cluster() -> Server {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_ctl.display()));
         if out.status.success() {
+            let admin = format!(
+                "host={} port={port} user={SUPERUSER} dbname=postgres",
+                base.display()
+            );
+            create_hba_groups(&admin);
             return Server {
                 kind: Kind::Local {
                     socket_dir: base,
                     port,
                 },
                 tcp_port: Some(port),
+                tls_ca: Some(tls.ca),
+                hba_groups: true,
             };
         }
         let log_text = read_from(&log, log_offset);
@@ -850,4 +982,152 @@ fn start_local_cluster() -> Server {
         );
     }
     unreachable!("the last attempt either returns or panics");
+}
+
+/// Creates [`TLS_ONLY_GROUP`] and [`PLAIN_ONLY_GROUP`] (the cluster is new).
+fn create_hba_groups(admin_url: &str) {
+    let sql = format!("CREATE ROLE \"{TLS_ONLY_GROUP}\"; CREATE ROLE \"{PLAIN_ONLY_GROUP}\";");
+    Client::connect(admin_url, NoTls)
+        .and_then(|mut admin| admin.batch_execute(&sql))
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+}
+
+// --- TLS ----------------------------------------------------------------------
+
+/// The throwaway cluster's TLS files.
+struct TlsFiles {
+    ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+/// Writes a new CA (`ca.crt`, mode 0644) and a server certificate for
+/// `DNS:localhost` signed by it (`server.crt`, `server.key`, mode 0600,
+/// owned by the server user) into `base`.
+fn write_tls_files(base: &Path, runner: &Runner) -> TlsFiles {
+    let (ca, ca_key) = make_ca("astegni-delete-expired test CA");
+    let (certificate, key) = make_server_certificate(&ca, &ca_key);
+    let files = TlsFiles {
+        ca: base.join("ca.crt"),
+        certificate: base.join("server.crt"),
+        key: base.join("server.key"),
+    };
+    let pem = |result: Result<Vec<u8>, openssl::error::ErrorStack>| {
+        result.unwrap_or_else(|e| panic!("encoding TLS test files: {e}"))
+    };
+    write_owned(&files.ca, &pem(ca.to_pem()), 0o644, runner);
+    write_owned(
+        &files.certificate,
+        &pem(certificate.to_pem()),
+        0o600,
+        runner,
+    );
+    write_owned(
+        &files.key,
+        &pem(key.private_key_to_pem_pkcs8()),
+        0o600,
+        runner,
+    );
+    files
+}
+
+/// Creates `path` with `mode` (whatever the umask), owned by the server user
+/// when dropping privileges.
+fn write_owned(path: &Path, contents: &[u8], mode: u32, runner: &Runner) {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(contents))
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    if let Some((uid, gid, _)) = &runner.owner {
+        std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
+}
+
+fn new_key() -> PKey<Private> {
+    EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
+        .and_then(|group| EcKey::generate(&group))
+        .and_then(PKey::from_ec_key)
+        .unwrap_or_else(|e| panic!("generating a P-256 key: {e}"))
+}
+
+/// A certificate builder for `common_name` and `key`, valid from an hour ago
+/// for 30 days, with a random serial and a subject key identifier.
+fn certificate_builder(common_name: &str, key: &PKey<Private>) -> X509Builder {
+    let build = || -> Result<X509Builder, openssl::error::ErrorStack> {
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+        let name = name.build();
+        let mut serial = BigNum::new()?;
+        serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut builder = X509::builder()?;
+        builder.set_version(2)?;
+        let serial: Asn1Integer = serial.to_asn1_integer()?;
+        let not_before: Asn1Time =
+            Asn1Time::from_unix(i64::try_from(now).unwrap_or(i64::MAX) - 3600)?;
+        let not_after: Asn1Time = Asn1Time::days_from_now(30)?;
+        builder.set_serial_number(&serial)?;
+        builder.set_subject_name(&name)?;
+        builder.set_issuer_name(&name)?;
+        builder.set_pubkey(key)?;
+        builder.set_not_before(&not_before)?;
+        builder.set_not_after(&not_after)?;
+        let subject_key_id =
+            SubjectKeyIdentifier::new().build(&builder.x509v3_context(None, None))?;
+        builder.append_extension(subject_key_id)?;
+        Ok(builder)
+    };
+    build().unwrap_or_else(|e| panic!("building a certificate for {common_name}: {e}"))
+}
+
+/// A self-signed CA certificate and its key.
+fn make_ca(common_name: &str) -> (X509, PKey<Private>) {
+    let key = new_key();
+    let mut builder = certificate_builder(common_name, &key);
+    let build = |builder: &mut X509Builder| -> Result<(), openssl::error::ErrorStack> {
+        builder.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+        builder.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
+        builder.sign(&key, MessageDigest::sha256())
+    };
+    build(&mut builder).unwrap_or_else(|e| panic!("signing the CA {common_name}: {e}"));
+    (builder.build(), key)
+}
+
+/// A server certificate for `DNS:localhost` only (no IP address), signed by
+/// `ca`, and its key.
+fn make_server_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
+    let key = new_key();
+    let mut builder = certificate_builder("localhost", &key);
+    let build = |builder: &mut X509Builder| -> Result<(), openssl::error::ErrorStack> {
+        builder.set_issuer_name(ca.subject_name())?;
+        builder.append_extension(BasicConstraints::new().critical().build()?)?;
+        builder.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+        builder.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .build(&builder.x509v3_context(Some(ca), None))?;
+        builder.append_extension(san)?;
+        let authority_key_id = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&builder.x509v3_context(Some(ca), None))?;
+        builder.append_extension(authority_key_id)?;
+        builder.sign(ca_key, MessageDigest::sha256())
+    };
+    build(&mut builder).unwrap_or_else(|e| panic!("signing the server certificate: {e}"));
+    (builder.build(), key)
 }
