@@ -155,6 +155,74 @@ fn webhook_gets_slack_json_and_its_secret_stays_out_of_the_logs() {
 }
 
 #[test]
+fn webhook_over_https_verifies_the_certificate() {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+
+    let astegni = Astegni::new("webhooktls");
+    scene(&astegni);
+    let (ca_pem, certificate, key) = common::localhost_identity();
+    let ca_file = std::env::temp_dir().join(format!("astegni-hook-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &ca_pem).expect("CA file");
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    acceptor.set_certificate(&certificate).expect("certificate");
+    acceptor.set_private_key(&key).expect("key");
+    let acceptor = acceptor.build();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (sender, bodies) = mpsc::channel();
+    thread::spawn(move || {
+        // The first connection is the job trusting the system CAs only: the handshake fails.
+        // The second trusts our CA: answer it.
+        for _ in 0..4 {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(stream) else {
+                continue;
+            };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = tls.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request);
+                if text.contains("\r\n\r\n") && text.ends_with('}') {
+                    break;
+                }
+            }
+            let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = sender.send(String::from_utf8_lossy(&request).into_owned());
+            return;
+        }
+    });
+    let url = format!("https://localhost:{port}/hook/SeCrEt");
+    let args = ["--webhook-url", url.as_str(), "--notify-on", "always"];
+    let (code, _, stderr) = astegni.run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("webhook https://localhost:{port}/... failed")),
+        "an untrusted certificate must not be accepted: {stderr}"
+    );
+    let ca = ca_file.to_str().expect("path");
+    let (code, _, stderr) = astegni.db_run_with_env(&args, &[("SSL_CERT_FILE", ca)]);
+    std::fs::remove_file(&ca_file).expect("cleanup");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("webhook"), "{stderr}");
+    let request = bodies.recv().expect("request over TLS");
+    assert!(
+        request.starts_with("POST /hook/SeCrEt HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("{\"text\":\"Astegni deletion job: "),
+        "{request}"
+    );
+    assert!(!stderr.contains("SeCrEt"));
+}
+
+#[test]
 fn an_unreachable_webhook_is_logged_without_its_secret() {
     let astegni = Astegni::new("webhookdown");
     scene(&astegni);

@@ -228,9 +228,14 @@ impl Astegni {
 
     /// Runs the job against this database with extra arguments.
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.db_run_with_env(args, &[])
+    }
+
+    /// Runs the job against this database with extra arguments and environment.
+    pub fn db_run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let mut all = vec!["--database-url", &self.db.url, "--connect-timeout", "5"];
         all.extend_from_slice(args);
-        super::run_job(&all, &[])
+        super::run_job(&all, env)
     }
 }
 

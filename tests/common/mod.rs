@@ -1131,3 +1131,14 @@ fn make_server_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Pri
     build(&mut builder).unwrap_or_else(|e| panic!("signing the server certificate: {e}"));
     (builder.build(), key)
 }
+
+/// A fresh CA and a certificate for `localhost` it signed, for test servers of our own
+/// (the HTTPS webhook): returns (CA certificate as PEM, server certificate, server key).
+pub fn localhost_identity() -> (Vec<u8>, X509, PKey<Private>) {
+    let (ca, ca_key) = make_ca("astegni test webhook CA");
+    let (certificate, key) = make_server_certificate(&ca, &ca_key);
+    let pem = ca
+        .to_pem()
+        .unwrap_or_else(|e| panic!("encoding the CA: {e}"));
+    (pem, certificate, key)
+}
