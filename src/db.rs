@@ -48,7 +48,9 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let attempt_timeout = remaining.clamp(Duration::from_secs(1), Duration::from_secs(10));
+        // Each attempt ends by the deadline, so the whole loop does too (give the first
+        // attempt a moment even with --connect-timeout 0).
+        let attempt_timeout = remaining.clamp(Duration::from_millis(200), Duration::from_secs(10));
         let error = match connect_once(target, &tls, attempt_timeout) {
             Ok(client) => return Ok(client),
             Err(error) => error,
