@@ -1,0 +1,725 @@
+#!/usr/bin/env bash
+# System test of the astegni-delete-expired Debian package, as an operator
+# would use it, on a real systemd as PID 1:
+#
+#   1. build the .deb with `cargo deb` (plus a lower-versioned copy of it, the
+#      "previous build", to test the upgrade path);
+#   2. create a Debian 12 root file system with debootstrap (cached under
+#      $ASTEGNI_SYSTEST_CACHE, copied per run so every run starts clean) and
+#      boot it with `systemd-nspawn --boot`;
+#   3. install postgresql and the package with apt inside, load an
+#      Astegni-shaped database, write the config file, upgrade the package;
+#   4. run the job with `systemctl start` and check the unit result, the
+#      database, the journal, the report file, the timer (and moving it with
+#      `systemctl edit`), logrotate, a run over the Unix socket, and a run of
+#      12000 deletions with journald's global rate limit lowered;
+#   5. run it against a wrong password: the unit fails, clearly, no secret;
+#      and a run killed by its timeout: the OnFailure= hook alerts;
+#   6. remove, reinstall and purge the package: nothing of ours is left.
+# Also: lintian on the .deb, systemd-analyze verify and security on the units.
+#
+# Needs root and network access to the Debian mirror (read from
+# /etc/apt/sources.list.d/debian.sources).  Prints one PASS:/FAIL: line per
+# check and exits non-zero if any check failed.
+#
+# Environment:
+#   ASTEGNI_SYSTEST_CACHE         cache directory (default /var/cache/astegni-systemtest)
+#   ASTEGNI_SYSTEST_PREVIOUS_DEB  .deb to upgrade from (default: the current
+#                                 build re-versioned as <version>~prev)
+#   ASTEGNI_SYSTEST_KEEP=1        keep the container's file system after the run
+set -euo pipefail
+
+START_TIME=$(date +%s)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PKG=astegni-delete-expired
+SVC_USER=astegni-delete-expired
+UNIT_SVC=astegni-delete-expired.service
+UNIT_TIMER=astegni-delete-expired.timer
+UNIT_HOOK=astegni-delete-expired-notify-failure.service
+STATE_DIR=/var/lib/astegni-delete-expired
+ALERTS=$STATE_DIR/alerts.txt
+CONF=/etc/astegni/delete-expired.env
+LOGFILE=/var/log/astegni/cron_deletions.log
+SUMMARY_ID=cb4d3d2f54e44f6a944cf560455a9e33
+ERROR_ID=35c48abe2761481e94176b1b16c1e311
+DB_PASSWORD='Ast3gni-db-S3cret'
+WRONG_PASSWORD='Wr0ng-pa55word-77c1'
+
+# The cache key changes with the package list; bump the suffix to force a
+# rebuild for any other reason.
+ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,procps,man-db,jq,ca-certificates
+ROOTFS_VERSION=bookworm-minbase-$(printf '%s' "$ROOTFS_PACKAGES" | md5sum | cut -c1-8)-v1
+CACHE=${ASTEGNI_SYSTEST_CACHE:-/var/cache/astegni-systemtest}
+BASE=$CACHE/$ROOTFS_VERSION/rootfs
+APT_ARCHIVES=$CACHE/apt-archives
+
+PASSED=0
+FAILED=0
+NSPAWN_PID=
+CT_PID=
+WORK=
+MOUNTED_NSPAWN_TMPFS=
+
+log()  { printf '=== [%3ss] %s\n' "$(( $(date +%s) - START_TIME ))" "$*"; }
+pass() { printf 'PASS: %s\n' "$*"; PASSED=$((PASSED + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; FAILED=$((FAILED + 1)); }
+die()  { printf 'FAIL: %s\n' "$*"; FAILED=$((FAILED + 1)); exit 1; }
+# check DESCRIPTION COMMAND...: PASS if the command succeeds.
+check() {
+    local desc=$1; shift
+    if "$@"; then pass "$desc"; else fail "$desc"; fi
+}
+# check_eq DESCRIPTION EXPECTED ACTUAL
+check_eq() {
+    if [ "$2" = "$3" ]; then
+        pass "$1"
+    else
+        fail "$1"
+        printf '      expected: %s\n      actual:   %s\n' "$2" "$3"
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        log "stopping the container"
+        kill -TERM "$NSPAWN_PID" 2>/dev/null
+        if ! timeout 60 tail --pid="$NSPAWN_PID" -f /dev/null; then
+            kill -KILL "$NSPAWN_PID" 2>/dev/null
+            timeout 10 tail --pid="$NSPAWN_PID" -f /dev/null
+        fi
+    fi
+    if [ -n "$MOUNTED_NSPAWN_TMPFS" ]; then
+        umount /run/systemd/nspawn 2>/dev/null
+    fi
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ "${ASTEGNI_SYSTEST_KEEP:-0}" = 1 ]; then
+            echo "kept: $WORK"
+        else
+            rm -rf --one-file-system "$WORK"
+        fi
+    fi
+    echo "system test: $PASSED passed, $FAILED failed, $(( $(date +%s) - START_TIME ))s"
+    if [ "$FAILED" -gt 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[ "$(id -u)" = 0 ] || die "the system test must run as root"
+
+# ---------------------------------------------------------------- host tools
+missing=()
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+command -v lintian >/dev/null || missing+=(lintian)
+command -v nsenter >/dev/null || missing+=(util-linux)
+command -v readelf >/dev/null || missing+=(binutils)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} on the host"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found"
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb"
+    cargo install --locked cargo-deb >"${TMPDIR:-/tmp}/cargo-install-cargo-deb.log" 2>&1 ||
+        die "cargo install cargo-deb (see ${TMPDIR:-/tmp}/cargo-install-cargo-deb.log)"
+fi
+
+# ------------------------------------------------------- 1. build the .deb
+log "building the package with cargo deb"
+WORK=$(mktemp -d /var/tmp/astegni-systemtest.XXXXXX)
+mkdir -p "$WORK/debs/prev"
+build_log=$WORK/cargo-deb.log
+if ! (cd "$REPO" && cargo deb) >"$build_log" 2>&1; then
+    tail -n 40 "$build_log"
+    die "cargo deb"
+fi
+DEB=$(grep -E '\.deb$' "$build_log" | tail -n 1)
+[ -f "$DEB" ] || die "cargo deb produced no .deb (see $build_log)"
+pass "cargo deb built $(basename "$DEB")"
+DEB_NAME=$(basename "$DEB")
+BUILT_DEB=$DEB
+cp "$DEB" "$WORK/debs/"
+DEB=$WORK/debs/$DEB_NAME
+VERSION=$(dpkg-deb -f "$DEB" Version)
+
+if [ -n "${ASTEGNI_SYSTEST_PREVIOUS_DEB:-}" ]; then
+    cp "$ASTEGNI_SYSTEST_PREVIOUS_DEB" "$WORK/debs/prev/"
+else
+    # The previous build: the same package, versioned just below this one.
+    (cd "$REPO" && cargo deb --no-build --deb-version "${VERSION}~prev" -o "$WORK/debs/prev/") \
+        >>"$build_log" 2>&1 || die "cargo deb (previous build)"
+    # cargo-deb empties target/debian/ on every run: put the real one back.
+    mkdir -p "$(dirname "$BUILT_DEB")"
+    cp "$DEB" "$BUILT_DEB"
+fi
+PREV_NAME=$(basename "$(ls "$WORK"/debs/prev/*.deb)")
+chmod -R a+rX "$WORK/debs"
+
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO "./usr/bin/$PKG" >"$WORK/bin"
+check "binary in the package is stripped (no .symtab)" \
+    sh -c "! readelf -S '$WORK/bin' | grep -q '[.]symtab'"
+
+lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1) && lintian_rc=0 || lintian_rc=$?
+if [ "$lintian_rc" = 0 ] && ! grep -qE '^[EW]: ' <<<"$lintian_out"; then
+    pass "lintian: no errors, no warnings"
+else
+    fail "lintian: no errors, no warnings"
+    printf '%s\n' "$lintian_out" | sed 's/^/      /'
+fi
+
+# ------------------------------------------ 2. cached Debian 12 root file system
+if [ ! -x "$BASE/lib/systemd/systemd" ]; then
+    log "creating the Debian 12 root file system (cached in $CACHE)"
+    MIRROR=
+    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+        MIRROR=$(awk '/^URIs:/ { u = $2 } /^Suites:/ && / bookworm( |$)/ { print u; exit }' \
+            /etc/apt/sources.list.d/debian.sources)
+    fi
+    if [ -z "$MIRROR" ] && [ -r /etc/apt/sources.list ]; then
+        MIRROR=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)
+    fi
+    [ -n "$MIRROR" ] || die "no Debian bookworm mirror found in /etc/apt/sources.list.d/debian.sources"
+    mkdir -p "$CACHE/$ROOTFS_VERSION"
+    rm -rf "$BASE.tmp"
+    if ! timeout 1800 debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
+            bookworm "$BASE.tmp" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+        tail -n 30 "$WORK/debootstrap.log"
+        die "debootstrap"
+    fi
+    rm -f "$BASE.tmp/etc/hostname"
+    mv "$BASE.tmp" "$BASE"
+    pass "debootstrap bookworm from $MIRROR"
+else
+    log "using cached root file system $BASE"
+fi
+mkdir -p "$APT_ARCHIVES/partial"
+
+ROOT=$WORK/rootfs
+cp -a "$BASE" "$ROOT"
+
+# ---------------------------------------------------------- boot the container
+if ! mountpoint -q /run/systemd/nspawn; then
+    mkdir -p /run/systemd/nspawn
+    mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
+    MOUNTED_NSPAWN_TMPFS=1
+fi
+MACHINE=astegni-systest-$$
+log "booting $MACHINE"
+systemd-nspawn --boot --register=no --keep-unit --console=read-only \
+    -D "$ROOT" -M "$MACHINE" \
+    --bind="$APT_ARCHIVES:/var/cache/apt/archives" \
+    --bind-ro="$WORK/debs:/srv/debs" \
+    >"$WORK/console.log" 2>&1 </dev/null &
+NSPAWN_PID=$!
+
+deadline=$((SECONDS + 60))
+while [ -z "$CT_PID" ]; do
+    kill -0 "$NSPAWN_PID" 2>/dev/null || { tail -n 30 "$WORK/console.log"; die "systemd-nspawn exited"; }
+    [ $SECONDS -lt $deadline ] || die "container init did not appear within 60s"
+    for p in $(pgrep -P "$NSPAWN_PID" || true); do
+        if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ]; then CT_PID=$p; fi
+    done
+    [ -n "$CT_PID" ] || sleep 0.5
+done
+
+# ct COMMAND...: run a command inside the container, clean environment.
+ct() {
+    nsenter -t "$CT_PID" -a -- env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive \
+        SYSTEMD_PAGER= SYSTEMD_COLORS=0 "$@"
+}
+ct_sh() { ct /bin/sh -c "$1"; }
+psql_db() { ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -At -d astegni_user_db "$@"; }
+sql() { psql_db -c "$1"; }
+
+deadline=$((SECONDS + 180))
+state=
+until state=$(ct timeout 60 systemctl is-system-running --wait 2>/dev/null); do
+    case "$state" in running|degraded) break ;; esac
+    [ $SECONDS -lt $deadline ] || { tail -n 30 "$WORK/console.log"; die "container did not boot (state: ${state:-unknown})"; }
+    sleep 1
+done
+if [ "$state" = running ]; then
+    pass "container booted (systemd is PID 1, state running)"
+else
+    pass "container booted (state $state)"
+    ct systemctl --failed --no-pager --plain | sed 's/^/      /'
+fi
+
+# --------------------------------------------- 3. postgresql, package, database
+log "installing postgresql with apt"
+if ! ct timeout 600 apt-get update -q >"$WORK/apt.log" 2>&1 ||
+   ! ct timeout 900 apt-get install -y -q --no-install-recommends postgresql >>"$WORK/apt.log" 2>&1; then
+    tail -n 30 "$WORK/apt.log"
+    die "apt-get install postgresql"
+fi
+if ct timeout 120 sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 1; done'; then
+    # The container shares the host's network: if 5432 is taken there,
+    # pg_createcluster picked the next free port.
+    PG_PORT=$(ct pg_lsclusters -h | awk 'NR == 1 { print $3 }')
+    pass "postgresql installed and accepting connections (port $PG_PORT)"
+else
+    die "postgresql did not start"
+fi
+
+log "installing the previous build $PREV_NAME with apt"
+if ct timeout 600 apt-get install -y -q "/srv/debs/prev/$PREV_NAME" >"$WORK/apt-install.log" 2>&1; then
+    pass "apt-get install ./$PREV_NAME"
+else
+    tail -n 30 "$WORK/apt-install.log"
+    die "apt-get install ./$PREV_NAME"
+fi
+check_eq "logrotate pulled in (Recommends)" "install ok installed" \
+    "$(ct dpkg-query -W -f='${Status}' logrotate 2>&1)"
+check "timer enabled on install" ct systemctl is-enabled --quiet "$UNIT_TIMER"
+check "timer active on install" ct systemctl is-active --quiet "$UNIT_TIMER"
+check_eq "installing did not run the job" "0" \
+    "$(ct systemctl show -P ExecMainStartTimestampMonotonic "$UNIT_SVC")"
+svc_uid=$(ct id -u "$SVC_USER" 2>/dev/null || echo none)
+check "system user $SVC_USER exists (uid $svc_uid < 1000)" \
+    test "$svc_uid" != none -a "$svc_uid" -lt 1000 -a "$svc_uid" -gt 0
+check_eq "user has no login shell" "/usr/sbin/nologin" \
+    "$(ct getent passwd "$SVC_USER" | cut -d: -f7)"
+check_eq "config file root:$SVC_USER 640" "root:$SVC_USER 640" \
+    "$(ct stat -c '%U:%G %a' "$CONF")"
+check_eq "log directory $SVC_USER 750" "$SVC_USER:$SVC_USER 750" \
+    "$(ct stat -c '%U:%G %a' /var/log/astegni)"
+
+log "loading an Astegni-shaped database"
+ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 <<SQL || die "creating the database"
+CREATE ROLE astegni_user LOGIN PASSWORD '$DB_PASSWORD';
+CREATE DATABASE astegni_user_db OWNER astegni_user;
+-- For the Unix-socket run: peer authentication as the service user.
+CREATE ROLE "$SVC_USER" LOGIN;
+SQL
+psql_db <<'SQL' || die "loading the fixture"
+SET ROLE astegni_user;
+CREATE TABLE users (
+    id serial PRIMARY KEY,
+    email varchar(255) UNIQUE,
+    first_name varchar(100),
+    father_name varchar(100),
+    roles json,
+    active_role varchar(50),
+    is_active boolean DEFAULT TRUE,
+    account_status varchar(30) DEFAULT 'active',
+    deactivated_at timestamp,
+    scheduled_deletion_at timestamp
+);
+CREATE TABLE student_profiles    (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE tutor_profiles      (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE parent_profiles     (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE advertiser_profiles (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE user_profiles       (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE tutor_reviews (id serial PRIMARY KEY, tutor_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE, body text);
+CREATE TABLE user_sessions (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
+CREATE TABLE account_deletion_requests (
+    id serial PRIMARY KEY,
+    user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status varchar(20) DEFAULT 'pending',
+    reasons json,
+    other_reason text,
+    deletion_fee numeric(10,2) DEFAULT 200.00,
+    requested_at timestamp DEFAULT LOCALTIMESTAMP,
+    scheduled_deletion_at timestamp,
+    ip_address varchar(45),
+    user_agent text,
+    cancelled_at timestamp,
+    cancelled_by_login boolean DEFAULT FALSE,
+    cancellation_reason text,
+    completed_at timestamp
+);
+CREATE TABLE deletion_audit_log (
+    id SERIAL PRIMARY KEY,
+    deletion_type VARCHAR(20),
+    user_id INTEGER,
+    user_email VARCHAR(255),
+    role_name VARCHAR(50),
+    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    automated BOOLEAN DEFAULT TRUE
+);
+
+-- 1 alice: tutor role due (inactive, past)          -> tutor profile deleted
+-- 2 bob:   parent role scheduled in the future      -> kept
+-- 3 carol: student role restored (active again)     -> kept
+-- 4 dave:  account due, pending request             -> deleted
+-- 5 erin:  account scheduled in the future          -> kept
+-- 6 frank: account due, no request row              -> deleted
+-- 7 gina:  request cancelled, account active        -> kept
+-- 8 henry: advertiser role due, was the active role -> deleted, active_role 'user'
+-- 9 (phone-only, no email): account due             -> deleted
+INSERT INTO users (id, email, first_name, father_name, roles, active_role, is_active, account_status, deactivated_at, scheduled_deletion_at) VALUES
+ (1, 'alice@example.et', 'Alice', 'Abebe',  '["user","tutor","student"]', 'tutor',      TRUE,  'active',           NULL, NULL),
+ (2, 'bob@example.et',   'Bob',   'Bekele', '["user","parent"]',          'parent',     TRUE,  'active',           NULL, NULL),
+ (3, 'carol@example.et', 'Carol', 'Chala',  '["user","student"]',         'student',    TRUE,  'active',           NULL, NULL),
+ (4, 'dave@example.et',  'Dawit', 'Desta',  '["user","student"]',         'student',    FALSE, 'pending_deletion', LOCALTIMESTAMP - interval '91 days', LOCALTIMESTAMP - interval '1 day'),
+ (5, 'erin@example.et',  'Eden',  'Eshetu', '["user"]',                   'user',       FALSE, 'pending_deletion', LOCALTIMESTAMP - interval '10 days', LOCALTIMESTAMP + interval '80 days'),
+ (6, 'frank@example.et', 'Fikru', 'Fanta',  '["user","tutor"]',           'tutor',      FALSE, 'pending_deletion', LOCALTIMESTAMP - interval '95 days', LOCALTIMESTAMP - interval '5 days'),
+ (7, 'gina@example.et',  'Genet', 'Girma',  '["user"]',                   'user',       TRUE,  'active',           NULL, NULL),
+ (8, 'henry@example.et', 'Henok', 'Haile',  '["user","advertiser"]',      'advertiser', TRUE,  'active',           NULL, NULL),
+ (9, NULL,               'Iyasu', 'Idris',  '["user"]',                   'user',       FALSE, 'pending_deletion', LOCALTIMESTAMP - interval '92 days', LOCALTIMESTAMP - interval '2 days');
+SELECT setval('users_id_seq', 100) \gset
+INSERT INTO tutor_profiles (id, user_id, is_active, scheduled_deletion_at) VALUES
+ (101, 1, FALSE, LOCALTIMESTAMP - interval '1 day'),
+ (102, 6, TRUE,  NULL);
+INSERT INTO student_profiles (id, user_id, is_active, scheduled_deletion_at) VALUES
+ (201, 1, TRUE, NULL),
+ (202, 3, TRUE, LOCALTIMESTAMP - interval '3 days'),
+ (203, 4, TRUE, NULL);
+INSERT INTO parent_profiles (id, user_id, is_active, scheduled_deletion_at) VALUES
+ (301, 2, FALSE, LOCALTIMESTAMP + interval '30 days');
+INSERT INTO advertiser_profiles (id, user_id, is_active, scheduled_deletion_at) VALUES
+ (401, 8, FALSE, LOCALTIMESTAMP - interval '1 hour');
+INSERT INTO user_profiles (id, user_id) VALUES
+ (501, 1), (502, 2), (503, 3), (504, 4), (505, 5), (506, 6), (507, 7), (508, 8), (509, 9);
+INSERT INTO tutor_reviews (tutor_id, body) VALUES (101, 'great tutor'), (102, 'patient');
+INSERT INTO user_sessions (user_id, token) VALUES (1, 't1'), (4, 't4'), (6, 't6'), (9, 't9');
+INSERT INTO account_deletion_requests (user_id, status, reasons, scheduled_deletion_at, cancelled_at) VALUES
+ (4, 'pending',   '["not_useful"]', LOCALTIMESTAMP - interval '1 day',   NULL),
+ (5, 'pending',   '["privacy"]',    LOCALTIMESTAMP + interval '80 days', NULL),
+ (7, 'cancelled', '["other"]',      LOCALTIMESTAMP - interval '1 day',   LOCALTIMESTAMP - interval '60 days'),
+ (9, 'pending',   '["too_costly"]', LOCALTIMESTAMP - interval '2 days',  NULL);
+RESET ROLE;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "astegni-delete-expired";
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "astegni-delete-expired";
+SQL
+pass "database astegni_user_db loaded (5 due deletions, 5 rows not due)"
+
+log "writing $CONF (a local edit of the conffile)"
+ct_sh "sed -i 's|^#DATABASE_URL=postgresql://astegni_user:CHANGE-ME@localhost:5432/astegni_user_db\$|DATABASE_URL=postgresql://astegni_user:$DB_PASSWORD@localhost:$PG_PORT/astegni_user_db|' $CONF"
+check_eq "config file now sets DATABASE_URL" "1" "$(ct grep -c '^DATABASE_URL=' "$CONF")"
+# Alerts go to a file in the service's state directory (the only place
+# besides /var/log/astegni the sandbox lets the command write).
+ct sh -c "cat >> $CONF" <<'EOF'
+ASTEGNI_NOTIFY_COMMAND='cat >> "$STATE_DIRECTORY/alerts.txt"'
+EOF
+conf_sum_before=$(ct md5sum "$CONF")
+
+log "upgrading to $DEB_NAME with apt"
+if ct timeout 600 apt-get install -y -q "/srv/debs/$DEB_NAME" >"$WORK/apt-upgrade.log" 2>&1; then
+    pass "apt-get install ./$DEB_NAME (upgrade from $PREV_NAME)"
+else
+    tail -n 30 "$WORK/apt-upgrade.log"
+    die "upgrade to $DEB_NAME"
+fi
+check_eq "upgraded to $VERSION" "$VERSION" "$(ct dpkg-query -W -f='${Version}' "$PKG")"
+check_eq "upgrade kept the edited config" "$conf_sum_before" "$(ct md5sum "$CONF")"
+check_eq "upgrade kept the config mode" "root:$SVC_USER 640" "$(ct stat -c '%U:%G %a' "$CONF")"
+check "upgrade left no .dpkg-dist/.dpkg-new config" \
+    ct sh -c "! ls /etc/astegni/*.dpkg-* >/dev/null 2>&1"
+check_eq "upgrading did not run the job" "0" \
+    "$(ct systemctl show -P ExecMainStartTimestampMonotonic "$UNIT_SVC")"
+check "timer still enabled after upgrade" ct systemctl is-enabled --quiet "$UNIT_TIMER"
+check "timer still active after upgrade" ct systemctl is-active --quiet "$UNIT_TIMER"
+
+# ------------------------------------------------------ unit files, sandboxing
+verify_out=$(ct systemd-analyze verify "/usr/lib/systemd/system/$UNIT_SVC" "/usr/lib/systemd/system/$UNIT_TIMER" \
+        "/usr/lib/systemd/system/$UNIT_HOOK" 2>&1) \
+    && verify_rc=0 || verify_rc=$?
+if [ "$verify_rc" = 0 ] && [ -z "$verify_out" ]; then
+    pass "systemd-analyze verify: no complaints"
+else
+    fail "systemd-analyze verify: no complaints (rc $verify_rc)"
+    printf '%s\n' "$verify_out" | sed 's/^/      /'
+fi
+for unit in "$UNIT_SVC" "$UNIT_HOOK"; do
+    exposure=$(ct systemd-analyze security --no-pager "$unit" 2>&1 |
+        sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    check "systemd-analyze security $unit: exposure ${exposure:-?} <= 1.5" \
+        awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 1.5) }'
+done
+check_eq "service runs as $SVC_USER" "$SVC_USER" "$(ct systemctl show -P User "$UNIT_SVC")"
+check_eq "journald rate limit lifted (1us window)" "1us" "$(ct systemctl show -P LogRateLimitIntervalUSec "$UNIT_SVC")"
+
+# --------------------------------------------------------------- 4. a real run
+# journal_since CURSOR: the unit's journal entries after CURSOR, as JSON lines.
+journal_cursor() { ct journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'; }
+journal_since() { ct journalctl -u "$PKG" --after-cursor="$1" -o json --no-pager; }
+
+log "systemctl start $UNIT_SVC"
+cursor=$(journal_cursor)
+if ct timeout 300 systemctl start "$UNIT_SVC"; then
+    pass "systemctl start $UNIT_SVC succeeded"
+else
+    fail "systemctl start $UNIT_SVC succeeded"
+    ct journalctl -u "$PKG" --after-cursor="$cursor" --no-pager | tail -n 30 | sed 's/^/      /'
+fi
+check_eq "unit result" "success 0" \
+    "$(ct systemctl show -P Result "$UNIT_SVC") $(ct systemctl show -P ExecMainStatus "$UNIT_SVC")"
+
+check_eq "users left" "1,2,3,5,7,8" "$(sql "SELECT string_agg(id::text, ',' ORDER BY id) FROM users")"
+check_eq "profiles left" \
+    "advertiser:;parent:301;student:201,202;tutor:;user:501,502,503,505,507,508" \
+    "$(sql "SELECT string_agg(t || ':' || coalesce(ids, ''), ';' ORDER BY t) FROM (
+              SELECT 'student' t, (SELECT string_agg(id::text, ',' ORDER BY id) FROM student_profiles) ids
+        UNION SELECT 'tutor', (SELECT string_agg(id::text, ',' ORDER BY id) FROM tutor_profiles)
+        UNION SELECT 'parent', (SELECT string_agg(id::text, ',' ORDER BY id) FROM parent_profiles)
+        UNION SELECT 'advertiser', (SELECT string_agg(id::text, ',' ORDER BY id) FROM advertiser_profiles)
+        UNION SELECT 'user', (SELECT string_agg(id::text, ',' ORDER BY id) FROM user_profiles)) p")"
+check_eq "roles arrays (json) updated" \
+    "1:student,user;2:parent,user;3:student,user;5:user;7:user;8:user" \
+    "$(sql "SELECT string_agg(id || ':' || r, ';' ORDER BY id) FROM (
+        SELECT id, (SELECT string_agg(x, ',' ORDER BY x) FROM json_array_elements_text(roles) x) r FROM users) u")"
+check_eq "active_role moved off deleted roles" "1:ok;8:user" \
+    "$(sql "SELECT string_agg(id || ':' || CASE WHEN id = 1 AND active_role IN ('student','user') THEN 'ok' ELSE active_role END, ';' ORDER BY id) FROM users WHERE id IN (1, 8)")"
+check_eq "not-due account and requests untouched" \
+    "5:pending_deletion:pending;7:active:cancelled" \
+    "$(sql "SELECT string_agg(u.id || ':' || u.account_status || ':' || r.status, ';' ORDER BY u.id) FROM users u JOIN account_deletion_requests r ON r.user_id = u.id")"
+check_eq "no due request left pending" "0" \
+    "$(sql "SELECT count(*) FROM account_deletion_requests WHERE user_id IN (4, 9) AND status <> 'completed'")"
+check_eq "cascades: reviews and sessions of deleted rows gone" "?;1" \
+    "$(sql "SELECT coalesce((SELECT string_agg(tutor_id::text, ',') FROM tutor_reviews), '') || '?;' || (SELECT string_agg(user_id::text, ',') FROM user_sessions)")"
+check_eq "audit log: 2 role and 3 account rows" "account:3;role:2" \
+    "$(sql "SELECT string_agg(deletion_type || ':' || n, ';' ORDER BY deletion_type) FROM (SELECT deletion_type, count(*) n FROM deletion_audit_log GROUP BY 1) a")"
+
+journal_since "$cursor" >"$WORK/run1.json" 2>/dev/null || true
+if [ ! -s "$WORK/run1.json" ]; then
+    fail "journal has entries for the run"
+fi
+deletions=$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id and .DELETION_TYPE != null)
+        | if .DELETION_TYPE == "role"
+          then "role \(.ROLE) user=\(.USER_ID) profile=\(.PROFILE_ID) email=\(.USER_EMAIL // "")"
+          else "account user=\(.USER_ID) email=\(.USER_EMAIL // "")" end' <"$WORK/run1.json" | sort)
+expected_deletions=$(printf '%s\n' \
+    "account user=4 email=dave@example.et" \
+    "account user=6 email=frank@example.et" \
+    "account user=9 email=" \
+    "role advertiser user=8 profile=401 email=henry@example.et" \
+    "role tutor user=1 profile=101 email=alice@example.et")
+check_eq "journal: one entry per deletion with its fields" \
+    "$(echo "$expected_deletions" | tr '\n' '|')" "$(echo "$deletions" | tr '\n' '|')"
+summary=$(ct jq -r --arg mid "$SUMMARY_ID" 'select(.MESSAGE_ID == $mid)
+        | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED) dry_run=\(.DRY_RUN) duration_ok=\(.DURATION_MS | test("^[0-9]+$"))"' \
+    <"$WORK/run1.json" | sed 's/dry_run=\(false\|0\|no\)/dry_run=false/')
+check_eq "journal: one summary entry" "roles=2 accounts=3 failed=0 dry_run=false duration_ok=true" "$summary"
+check_eq "journal: the job's entries come from uid $svc_uid" "$svc_uid" \
+    "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id) | ._UID' <"$WORK/run1.json" | sort -u | tr '\n' ' ' | sed 's/ $//')"
+
+check_eq "report file owned by $SVC_USER, mode 640" "$SVC_USER 640" "$(ct stat -c '%U %a' "$LOGFILE" 2>&1)"
+ct cat "$LOGFILE" >"$WORK/report1.txt" 2>/dev/null || true
+if grep -q 'COMPLETED' "$WORK/report1.txt" && grep -q '2 roles' "$WORK/report1.txt" && grep -q '3 accounts' "$WORK/report1.txt"; then
+    pass "report appended to $LOGFILE"
+else
+    fail "report appended to $LOGFILE"
+    sed 's/^/      /' "$WORK/report1.txt" | tail -n 20
+fi
+
+alerts_count() { ct sh -c "grep -c '^Astegni deletion job' $ALERTS 2>/dev/null || true"; }
+check_eq "alert command got the summary" "1 1" \
+    "$(alerts_count) $(ct grep -c '^Astegni deletion job: COMPLETED: 2 roles and 3 accounts deleted' "$ALERTS" 2>/dev/null || true)"
+
+timers=$(ct systemctl list-timers --all --no-pager "$UNIT_TIMER")
+if printf '%s\n' "$timers" | grep -E "02:00:00 .*$UNIT_TIMER +$UNIT_SVC" >/dev/null; then
+    pass "systemctl list-timers shows the timer at 02:00"
+else
+    fail "systemctl list-timers shows the timer at 02:00"
+    printf '%s\n' "$timers" | sed 's/^/      /'
+fi
+
+# The README's way to change the schedule: systemctl edit.
+ct sh -c 'cat > /usr/local/bin/systest-editor && chmod 755 /usr/local/bin/systest-editor' <<'EDITOR'
+#!/bin/sh
+# Stands in for the operator's editor in "systemctl edit".
+printf '[Timer]\nOnCalendar=\nOnCalendar=*-*-* 03:30:00\n' > "$1"
+EDITOR
+# systemctl edit wants a terminal: script(1) provides one.
+if ct script -qec "SYSTEMD_EDITOR=/usr/local/bin/systest-editor systemctl edit $UNIT_TIMER" /dev/null \
+        </dev/null >/dev/null 2>&1 &&
+   [[ "$(ct systemctl list-timers --no-pager "$UNIT_TIMER")" == *"03:30:00"* ]]; then
+    pass "systemctl edit $UNIT_TIMER moves the schedule (03:30)"
+else
+    fail "systemctl edit $UNIT_TIMER moves the schedule (03:30)"
+fi
+ct systemctl revert "$UNIT_TIMER" >/dev/null 2>&1 || true
+check "systemctl revert restores 02:00" \
+    ct sh -c "systemctl list-timers --no-pager $UNIT_TIMER | grep -q '02:00:00'"
+
+# logrotate, as cron.daily/logrotate.timer would run it, forced.
+logrotate_check() {
+    local out rc
+    out=$(ct logrotate -f "/etc/logrotate.d/$PKG" 2>&1) && rc=0 || rc=$?
+    if [ "$rc" = 0 ] && [ -z "$out" ]; then
+        pass "logrotate -f /etc/logrotate.d/$PKG ($1): no error, no warning"
+    else
+        fail "logrotate -f /etc/logrotate.d/$PKG ($1): no error, no warning (rc $rc)"
+        printf '%s\n' "$out" | sed 's/^/      /'
+    fi
+}
+logrotate_check "first rotation"
+check_eq "rotated report and a new empty one (640, $SVC_USER)" \
+    "cron_deletions.log $SVC_USER:$SVC_USER 640 0|cron_deletions.log.1 $SVC_USER:$SVC_USER 640|" \
+    "$(ct sh -c "cd /var/log/astegni && stat -c '%n %U:%G %a' cron_deletions.log | tr '\n' ' ' && stat -c '%s' cron_deletions.log && stat -c '%n %U:%G %a' cron_deletions.log.1" | tr '\n' '|')"
+
+# A second run, nothing due, over the local Unix socket with peer
+# authentication (quoted conninfo with spaces in the EnvironmentFile).
+log "second run, over the Unix socket, nothing due"
+ct cp -p "$CONF" /root/delete-expired.env.tcp
+ct_sh "sed -i 's|^DATABASE_URL=.*|DATABASE_URL=\"host=/run/postgresql port=$PG_PORT user=$SVC_USER dbname=astegni_user_db\"|' $CONF"
+cursor=$(journal_cursor)
+check "second run (Unix socket, peer auth) succeeded" ct timeout 300 systemctl start "$UNIT_SVC"
+journal_since "$cursor" >"$WORK/run2.json" 2>/dev/null || true
+check_eq "second run: summary says nothing deleted" "roles=0 accounts=0 failed=0" \
+    "$(ct jq -r --arg mid "$SUMMARY_ID" 'select(.MESSAGE_ID == $mid) | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED)"' <"$WORK/run2.json")"
+check "second run appended to the new report file" ct test -s "$LOGFILE"
+check_eq "second run, nothing deleted: no alert (ASTEGNI_NOTIFY_ON=deletions)" "1" "$(alerts_count)"
+logrotate_check "second rotation, compress"
+check "older rotation compressed (delaycompress)" ct test -f "$LOGFILE.2.gz" -a -f "$LOGFILE.1"
+ct cp -p /root/delete-expired.env.tcp "$CONF"
+
+# ---------------------------------------------------- 5. wrong password
+# A large run: every deletion must reach the journal.  journald's global
+# limit is lowered to 1000 messages per 30s (scaled up to a few thousand by
+# the free disk space), so that this run would lose entries if the unit did
+# not lift the limit for itself.
+BULK=12000
+log "a large run: $BULK role deletions, journald's global rate limit lowered"
+ct mkdir -p /etc/systemd/journald.conf.d
+ct sh -c "printf '[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=1000\n' > /etc/systemd/journald.conf.d/systest.conf"
+ct systemctl restart systemd-journald
+sql "INSERT INTO users (id, email, roles, active_role)
+         SELECT g, 'bulk' || g || '@example.et', '[\"user\",\"student\"]', 'student'
+         FROM generate_series(100001, 100000 + $BULK) g;
+     INSERT INTO student_profiles (id, user_id, is_active, scheduled_deletion_at)
+         SELECT g, g, FALSE, LOCALTIMESTAMP - interval '1 day'
+         FROM generate_series(100001, 100000 + $BULK) g" >/dev/null
+cursor=$(journal_cursor)
+check "large run succeeded" ct timeout 900 systemctl start "$UNIT_SVC"
+journal_since "$cursor" >"$WORK/run-bulk.json" 2>/dev/null || true
+check_eq "large run: every deletion in journalctl -u, summary says $BULK" "$BULK $BULK" \
+    "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id and .DELETION_TYPE == "role") | .USER_ID' \
+        <"$WORK/run-bulk.json" | sort -u | wc -l) $(ct jq -r --arg mid "$SUMMARY_ID" \
+        'select(.MESSAGE_ID == $mid) | .ROLES_DELETED' <"$WORK/run-bulk.json")"
+check "large run: journald suppressed nothing" \
+    ct sh -c "! journalctl --after-cursor='$cursor' --no-pager | grep -q 'Suppressed [0-9]* messages'"
+check_eq "large run: no student profile left due" "0" \
+    "$(sql "SELECT count(*) FROM student_profiles WHERE id > 100000")"
+
+log "run against a wrong password"
+alerts_before=$(alerts_count)
+ct_sh "sed -i 's|^DATABASE_URL=.*|DATABASE_URL=postgresql://astegni_user:$WRONG_PASSWORD@localhost:$PG_PORT/astegni_user_db|' $CONF"
+cursor=$(journal_cursor)
+if ct timeout 300 systemctl start "$UNIT_SVC" 2>/dev/null; then
+    fail "wrong password: systemctl start fails"
+else
+    pass "wrong password: systemctl start fails"
+fi
+check_eq "wrong password: unit failed with an exit code" "failed exit-code" \
+    "$(ct systemctl is-failed "$UNIT_SVC") $(ct systemctl show -P Result "$UNIT_SVC")"
+ct journalctl --after-cursor="$cursor" -o json --no-pager >"$WORK/run3-all.json" 2>/dev/null || true
+journal_since "$cursor" >"$WORK/run3.json" 2>/dev/null || true
+errmsg=$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id and (.PRIORITY | tonumber) <= 3) | .MESSAGE' <"$WORK/run3.json")
+if grep -qi 'password authentication failed' <<<"$errmsg"; then
+    pass "wrong password: clear error in journalctl -u $PKG"
+    printf '%s\n' "$errmsg" | sort -u | sed 's/^/      /'
+else
+    fail "wrong password: clear error in journalctl -u $PKG"
+    ct journalctl -u "$PKG" --after-cursor="$cursor" --no-pager | sed 's/^/      /'
+fi
+check "wrong password: error entry with MESSAGE_ID=$ERROR_ID" \
+    grep -q "\"MESSAGE_ID\":\"$ERROR_ID\"" "$WORK/run3-all.json"
+secrets_found=
+for s in "$WRONG_PASSWORD" "$DB_PASSWORD"; do
+    if grep -qF -- "$s" "$WORK/run3-all.json" || ct grep -qrF -- "$s" /var/log/astegni; then
+        secrets_found=1
+    fi
+done
+check "wrong password: no password in the journal or the report" test -z "$secrets_found"
+ct journalctl -o export --no-pager >"$WORK/journal-all.export" 2>/dev/null || true
+check "no password anywhere in the whole journal" \
+    sh -c "! grep -aqF -e '$DB_PASSWORD' -e '$WRONG_PASSWORD' '$WORK/journal-all.export'"
+# wait_hook: wait for the OnFailure= hook to have run and finished.
+wait_hook() {
+    local deadline=$((SECONDS + 120))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ "$(ct systemctl show -P ExecMainExitTimestampMonotonic "$UNIT_HOOK")" != 0 ] &&
+           [ "$(ct systemctl show -P ActiveState "$UNIT_HOOK")" != activating ]; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+check "wrong password: OnFailure= hook ran" wait_hook
+check_eq "wrong password: one failure alert, from the job, not repeated by the hook" "$((alerts_before + 1)) 1" \
+    "$(alerts_count) $(ct grep -c '^Astegni deletion job FAILED' "$ALERTS" 2>/dev/null || true)"
+check "wrong password: hook saw the job's own alert" \
+    ct sh -c "journalctl -u $UNIT_HOOK --no-pager | grep -q 'already sent its own alert'"
+check "alerts hold no password" ct sh -c "! grep -qF -e '$DB_PASSWORD' -e '$WRONG_PASSWORD' $ALERTS"
+ct systemctl reset-failed "$UNIT_SVC" "$UNIT_HOOK" 2>/dev/null || true
+
+# A run the job cannot report itself: stopped by its start timeout while it
+# waits for an unreachable server.  The hook alerts.
+log "a run killed by its timeout: the OnFailure= hook alerts"
+ct_sh "sed -i 's|^DATABASE_URL=.*|DATABASE_URL=postgresql://astegni_user:x@127.0.0.1:9/astegni_user_db|' $CONF"
+ct mkdir -p "/run/systemd/system/$UNIT_SVC.d"
+ct sh -c "printf '[Service]\nTimeoutStartSec=3\n' > /run/systemd/system/$UNIT_SVC.d/systest-timeout.conf"
+ct systemctl daemon-reload
+hook_before=$(ct systemctl show -P ExecMainExitTimestampMonotonic "$UNIT_HOOK")
+ct timeout 60 systemctl start "$UNIT_SVC" 2>/dev/null || true
+check_eq "timed-out run: result" "timeout" "$(ct systemctl show -P Result "$UNIT_SVC")"
+deadline=$((SECONDS + 120))
+while [ $SECONDS -lt $deadline ] &&
+      { [ "$(ct systemctl show -P ExecMainExitTimestampMonotonic "$UNIT_HOOK")" = "$hook_before" ] ||
+        [ "$(ct systemctl show -P ActiveState "$UNIT_HOOK")" = activating ]; }; do
+    sleep 0.5
+done
+check_eq "timed-out run: the hook sent one alert naming the result" "$((alerts_before + 2)) 1" \
+    "$(alerts_count) $(ct grep -c '^Astegni deletion job FAILED.*result timeout' "$ALERTS" 2>/dev/null || true)"
+check_eq "no alert marker left behind" "" "$(ct sh -c "ls $STATE_DIR | grep '^alerted-'" || true)"
+ct rm -rf "/run/systemd/system/$UNIT_SVC.d"
+ct systemctl daemon-reload
+ct cp -p /root/delete-expired.env.tcp "$CONF"
+ct systemctl reset-failed "$UNIT_SVC" "$UNIT_HOOK" 2>/dev/null || true
+
+# ---------------------------------------------------- 6. remove, purge
+log "apt-get remove"
+if ct timeout 300 apt-get remove -y -q "$PKG" >"$WORK/apt-remove.log" 2>&1; then
+    pass "apt-get remove $PKG"
+else
+    tail -n 20 "$WORK/apt-remove.log"; fail "apt-get remove $PKG"
+fi
+check "remove: timer stopped" ct sh -c "! systemctl is-active --quiet $UNIT_TIMER"
+check_eq "remove: timer masked (debhelper: disabled until reinstall, links go on purge)" "masked" \
+    "$(ct systemctl is-enabled "$UNIT_TIMER" 2>/dev/null || true)"
+check "remove: timer not in systemctl list-timers" ct sh -c "! systemctl list-timers --no-pager | grep -q $PKG"
+check "remove: config kept" ct test -f "$CONF"
+check "remove: binary gone" ct test ! -e "/usr/bin/$PKG"
+
+log "reinstall, then apt-get purge"
+if ct timeout 300 apt-get install -y -q "/srv/debs/$DEB_NAME" >"$WORK/apt-reinstall.log" 2>&1 &&
+   ct systemctl is-active --quiet "$UNIT_TIMER" && ct systemctl is-enabled --quiet "$UNIT_TIMER"; then
+    pass "reinstall after remove: timer enabled and active again"
+else
+    tail -n 20 "$WORK/apt-reinstall.log"; fail "reinstall after remove: timer enabled and active again"
+fi
+check_eq "reinstall kept the edited config" "$conf_sum_before" "$(ct md5sum "$CONF")"
+check_eq "reinstall did not run the job" "0" \
+    "$(ct systemctl show -P ExecMainStartTimestampMonotonic "$UNIT_SVC")"
+
+if ct timeout 300 apt-get purge -y -q "$PKG" >"$WORK/apt-purge.log" 2>&1; then
+    pass "apt-get purge $PKG"
+else
+    tail -n 20 "$WORK/apt-purge.log"; fail "apt-get purge $PKG"
+fi
+leftovers=$(ct sh -c "ls -d /usr/lib/systemd/system/$PKG.* /lib/systemd/system/$PKG.* \
+    /etc/systemd/system/$PKG.* /etc/systemd/system/*.wants/$PKG.* \
+    /var/lib/systemd/deb-systemd-helper-enabled/$PKG.* \
+    /var/lib/systemd/deb-systemd-helper-enabled/*.wants/$PKG.* \
+    /var/lib/systemd/deb-systemd-helper-masked/$PKG.* \
+    /var/lib/systemd/timers/stamp-$PKG.* $STATE_DIR \
+    /etc/astegni /etc/logrotate.d/$PKG /var/log/astegni/cron_deletions.log* \
+    /usr/bin/$PKG 2>/dev/null" || true)
+check_eq "purge: no unit file, timer link, config or log left" "" "$leftovers"
+check "purge: timer not listed" ct sh -c "! systemctl list-timers --all --no-pager | grep -q $PKG"
+check_eq "purge: no unit files known to systemd" "" \
+    "$(ct systemctl list-unit-files --no-legend --no-pager "$PKG.*" 2>/dev/null)"
+check_eq "purge: no process of ours running" "" \
+    "$(ct sh -c "pgrep -a -u $SVC_USER; pgrep -a -x '${PKG:0:15}'" || true)"
+check_eq "purge: dpkg forgot the package" "" \
+    "$(ct dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null || true)"
