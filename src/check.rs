@@ -19,11 +19,7 @@ pub fn run(
     hold: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut transaction = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .context("cannot start a read-only transaction")?;
+    let mut transaction = crate::db::read_only(client)?;
     let lines = collect(&mut transaction, schema, hold)?;
     transaction.rollback().context("cannot end the check")?;
     for line in lines {

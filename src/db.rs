@@ -196,6 +196,15 @@ fn millis(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
 }
 
+/// Starts a READ ONLY transaction: whatever runs in it cannot change the database.
+pub fn read_only(client: &mut Client) -> anyhow::Result<postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .context("cannot start a read-only transaction")
+}
+
 /// The server's message for a database error, else the error's own text.
 pub fn db_message(error: &postgres::Error) -> String {
     match error.as_db_error() {

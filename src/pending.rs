@@ -56,11 +56,7 @@ pub fn run(
     emails: EmailPolicy,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut transaction = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .context("cannot start a read-only transaction")?;
+    let mut transaction = crate::db::read_only(client)?;
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = transaction
         .query(&query(schema, hold), &[&days])

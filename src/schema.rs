@@ -336,11 +336,7 @@ pub fn create_audit_table(client: &mut Client) -> anyhow::Result<()> {
 /// Validates the `--hold-where` expression: it must be a boolean SQL expression over
 /// `users`. It is planned, not run, in a read-only transaction.
 pub fn check_hold_rule(client: &mut Client, hold: &str) -> anyhow::Result<()> {
-    let mut transaction = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .context("cannot start a read-only transaction")?;
+    let mut transaction = crate::db::read_only(client)?;
     transaction
         .query(
             &format!("SELECT 1 FROM users u WHERE coalesce(({hold}), FALSE) LIMIT 0"),

@@ -130,11 +130,7 @@ impl Work for AccountWork<'_> {
         };
         transaction.commit()?;
         for row in &deleted {
-            let email: Option<String> = row.get(1);
-            report.deleted(&Deletion::Account {
-                user_id: row.get(0),
-                email: email.as_deref(),
-            });
+            report_account(report, row);
         }
         Ok(busy)
     }
@@ -159,4 +155,13 @@ impl Work for AccountWork<'_> {
         }
         Ok(())
     }
+}
+
+/// Reports a row of (user id, email) as an account deletion.
+pub(super) fn report_account(report: &mut Report, row: &postgres::Row) {
+    let email: Option<String> = row.get(1);
+    report.deleted(&Deletion::Account {
+        user_id: row.get(0),
+        email: email.as_deref(),
+    });
 }

@@ -54,11 +54,7 @@ pub fn run(
         ));
     }
     if options.dry_run {
-        let mut transaction = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .context("cannot start a read-only transaction")?;
+        let mut transaction = crate::db::read_only(client)?;
         let outcome = phases(&mut transaction, schema, options, report, &mut DryRun);
         transaction.rollback().context("cannot end the dry run")?;
         outcome

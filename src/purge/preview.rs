@@ -5,8 +5,10 @@ use postgres::Transaction;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 
+use super::accounts::report_account;
+use super::roles::report_role;
 use super::statements as sql;
-use crate::report::{Deletion, Report};
+use crate::report::Report;
 use crate::schema::{ProfileTable, Schema};
 
 /// Streams the rows of `query` into `each`.
@@ -21,16 +23,6 @@ fn stream(
         each(&row);
     }
     Ok(())
-}
-
-fn report_role(report: &mut Report, role: &str, row: &postgres::Row) {
-    let email: Option<String> = row.get(2);
-    report.deleted(&Deletion::Role {
-        role,
-        profile_id: row.get(0),
-        user_id: row.get(1),
-        email: email.as_deref(),
-    });
 }
 
 /// Reports the profiles of `profile`'s table that are due by themselves or by a request.
@@ -73,12 +65,6 @@ pub fn accounts(
         transaction,
         &sql::preview_accounts(schema, hold),
         &[],
-        |row| {
-            let email: Option<String> = row.get(1);
-            report.deleted(&Deletion::Account {
-                user_id: row.get(0),
-                email: email.as_deref(),
-            });
-        },
+        |row| report_account(report, row),
     )
 }

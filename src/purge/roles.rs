@@ -112,16 +112,20 @@ impl Work for ProfileWork<'_> {
     }
 }
 
-/// Reports rows of (profile id, user id, email) as role deletions.
+/// Reports a row of (profile id, user id, email) as a role deletion.
+pub(super) fn report_role(report: &mut Report, role: &str, row: &postgres::Row) {
+    let email: Option<String> = row.get(2);
+    report.deleted(&Deletion::Role {
+        role,
+        profile_id: row.get(0),
+        user_id: row.get(1),
+        email: email.as_deref(),
+    });
+}
+
 fn report_roles(report: &mut Report, role: &str, rows: &[postgres::Row]) {
     for row in rows {
-        let email: Option<String> = row.get(2);
-        report.deleted(&Deletion::Role {
-            role,
-            profile_id: row.get(0),
-            user_id: row.get(1),
-            email: email.as_deref(),
-        });
+        report_role(report, role, row);
     }
 }
 
