@@ -240,6 +240,10 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
             Long(name) if VALUED_FLAGS.iter().any(|(flag, _)| *flag == name) => {
                 let key = static_name(&VALUED_FLAGS, name);
                 let value = parser.value()?.string()?;
+                if value.starts_with("--") {
+                    // `--database-url --dry-run`: a forgotten value, not a value.
+                    bail!("--{key} needs a value");
+                }
                 if flags.values.insert(key, value).is_some() {
                     bail!("--{key} given more than once");
                 }

@@ -50,6 +50,7 @@ impl FromStr for TlsMode {
 }
 
 /// Where and how to connect.
+#[derive(Clone)]
 pub struct Target {
     /// Everything the `postgres` crate understands, with `ssl_mode` set from [`TlsMode`].
     pub config: postgres::Config,
@@ -114,11 +115,26 @@ pub fn parse(connection_string: &str) -> anyhow::Result<Target> {
     if config.get_application_name().is_none() {
         config.application_name(env!("CARGO_PKG_NAME"));
     }
+    detect_dead_peers(&mut config);
     Ok(Target {
         config,
         tls_mode,
         root_cert: tls.root_cert.map(PathBuf::from),
     })
+}
+
+/// Unless the string says otherwise, notice within about a minute that a server or network
+/// went silent mid-run (the system default keepalive waits two hours).
+fn detect_dead_peers(config: &mut postgres::Config) {
+    use std::time::Duration;
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(60));
+    }
 }
 
 fn is_url(value: &str) -> bool {
@@ -225,7 +241,8 @@ impl<'a> ConninfoScanner<'a> {
         self.position = key_end;
         self.skip_whitespace();
         if !self.text[self.position..].starts_with('=') {
-            bail!("invalid connection string: expected key=value after {key:?}");
+            // Not `key`: in a string that is not conninfo at all it may be the password.
+            bail!("invalid connection string: expected key=value pairs or a postgresql:// URL");
         }
         self.position += 1;
         self.skip_whitespace();

@@ -51,16 +51,16 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
         // Each attempt ends by the deadline, so the whole loop does too (give the first
         // attempt a moment even with --connect-timeout 0).
         let attempt_timeout = remaining.clamp(Duration::from_millis(200), Duration::from_secs(10));
-        let error = match connect_once(target, &tls, attempt_timeout) {
-            Ok(client) => return Ok(client),
-            Err(error) => error,
+        let (reason, healable) = match connect_within(target, &tls, attempt_timeout) {
+            Attempt::Connected(client) => return Ok(*client),
+            Attempt::Failed(error) => (error_text(&error), is_healable(&error)),
+            Attempt::TimedOut => (
+                format!("no answer within {}ms", attempt_timeout.as_millis()),
+                true,
+            ),
         };
-        let description = format!(
-            "cannot connect to {}: {}",
-            target.describe(),
-            error_text(&error)
-        );
-        if !is_healable(&error) {
+        let description = format!("cannot connect to {}: {reason}", target.describe());
+        if !healable {
             return Err(ConnectError::Refused(anyhow!(description)));
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -73,6 +73,36 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
         log::warn!("{description}; retrying (attempt {attempts})");
         std::thread::sleep(delay.min(remaining));
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The outcome of one connection attempt.
+enum Attempt {
+    Connected(Box<Client>),
+    Failed(postgres::Error),
+    /// The server accepted the connection but did not complete TLS, startup or
+    /// authentication in time (the `postgres` crate bounds only the TCP connect).
+    TimedOut,
+}
+
+/// One connection attempt, abandoned after `timeout` whatever it is waiting for. The
+/// abandoned attempt's thread ends with the process.
+fn connect_within(target: &Target, tls: &MakeTlsConnector, timeout: Duration) -> Attempt {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (target, tls) = (target.clone(), tls.clone());
+    let spawned = std::thread::Builder::new()
+        .name("connect".to_owned())
+        .spawn(move || {
+            let _ = sender.send(connect_once(&target, &tls, timeout));
+        });
+    if spawned.is_err() {
+        return Attempt::TimedOut;
+    }
+    // A little over the socket timeout, so that a refused or timed-out socket reports itself.
+    match receiver.recv_timeout(timeout + Duration::from_millis(250)) {
+        Ok(Ok(client)) => Attempt::Connected(Box::new(client)),
+        Ok(Err(error)) => Attempt::Failed(error),
+        Err(_) => Attempt::TimedOut,
     }
 }
 
@@ -108,6 +138,21 @@ fn is_turned_away(error: &postgres::Error) -> bool {
     match error.as_db_error() {
         Some(db_error) => db_error.code().code() == "28000",
         None => error.to_string().contains("TLS"),
+    }
+}
+
+/// Whether `error` means the connection is gone or was held up, rather than anything being
+/// wrong with the configuration: such errors during setup end the run with exit 1, not 2.
+pub fn is_connection_trouble(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.as_db_error() {
+        Some(db_error) => {
+            let code = db_error.code().code();
+            code.starts_with("08") || code.starts_with("57P0") || matches!(code, "55P03" | "57014")
+        }
+        None => is_healable(error),
     }
 }
 

@@ -47,6 +47,19 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { code, error }
 }
 
+/// A failure while preparing a run: a configuration error (exit 2), unless the connection
+/// was lost or held up on the way (exit 1, as for the run itself).
+fn setup_failure(error: anyhow::Error) -> Failure {
+    let trouble = error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<postgres::Error>())
+        .any(db::is_connection_trouble);
+    Failure {
+        code: if trouble { EXIT_FAILED } else { EXIT_CONFIG },
+        error,
+    }
+}
+
 /// What a finished command tells the alerting: its exit code, how many rows it deleted and
 /// the report it wrote, if it wrote one.
 struct Finished {
@@ -140,7 +153,7 @@ fn run(settings: &Settings) -> Result<Finished, Failure> {
         lock_timeout: settings.lock_timeout,
         statement_timeout: settings.statement_timeout,
     };
-    db::configure_session(&mut client, &session).map_err(fail(EXIT_CONFIG))?;
+    db::configure_session(&mut client, &session).map_err(setup_failure)?;
     let writes =
         matches!(settings.command, Command::Run | Command::Approve(_)) && !settings.dry_run;
     let schema = schema::detect(
@@ -149,9 +162,9 @@ fn run(settings: &Settings) -> Result<Finished, Failure> {
         settings.roles_explicit,
         writes,
     )
-    .map_err(fail(EXIT_CONFIG))?;
+    .map_err(setup_failure)?;
     if let Some(hold) = &settings.hold_where {
-        schema::check_hold_rule(&mut client, hold).map_err(fail(EXIT_CONFIG))?;
+        schema::check_hold_rule(&mut client, hold).map_err(setup_failure)?;
     }
     if writes && settings.audit {
         prepare_audit(&mut client, &schema, &settings.command)?;
@@ -198,7 +211,7 @@ fn prepare_audit(
     command: &Command,
 ) -> Result<(), Failure> {
     if !schema.audit_exists {
-        schema::create_audit_table(client).map_err(fail(EXIT_CONFIG))?;
+        schema::create_audit_table(client).map_err(setup_failure)?;
     } else if matches!(command, Command::Approve(_)) && !schema.audit_has_automated {
         return Err(Failure {
             code: EXIT_CONFIG,
@@ -221,6 +234,7 @@ fn purge_and_report(
         audit: settings.audit,
         max_accounts: settings.max_accounts,
         hold: settings.hold_where.clone(),
+        lock_timeout: settings.lock_timeout,
     };
     let mut report = Report::new(
         settings.report_file.as_deref(),

@@ -325,11 +325,13 @@ pub fn create_audit_table(client: &mut Client) -> anyhow::Result<()> {
         transaction.commit()
     };
     create(client).map_err(|error| {
-        anyhow::anyhow!(
+        let message = format!(
             "cannot create table {AUDIT}: {}; create it with the DDL in the README, \
              or run with --no-audit",
             crate::db::db_message(&error)
-        )
+        );
+        // Keep the postgres::Error as the cause: a lost connection is not a config error.
+        anyhow::Error::new(error).context(message)
     })
 }
 

@@ -11,11 +11,12 @@
 //! completed in the same statement, next to the audit rows.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use postgres::Client;
 
 use super::drain::Work;
-use super::locks::{busy_among, ids, lock_users, wait_for_user};
+use super::locks::{busy_among, ids, lock_users, wait_for_rows, wait_for_user};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -142,18 +143,25 @@ impl Work for AccountWork<'_> {
         Ok(due)
     }
 
-    fn wait_until_free(&self, client: &mut Client, id: i64) -> Result<(), postgres::Error> {
-        wait_for_user(client, Some(id))?;
-        if self.schema.requests.is_some() {
-            let mut transaction = client.transaction()?;
-            transaction.query(
-                "SELECT 1 FROM account_deletion_requests WHERE user_id = $1::bigint \
-                 AND status = 'pending' FOR UPDATE",
-                &[&id],
-            )?;
-            transaction.rollback()?;
+    fn wait_until_free(
+        &self,
+        client: &mut Client,
+        id: i64,
+        deadline: Option<Instant>,
+    ) -> Result<bool, postgres::Error> {
+        if !wait_for_user(client, Some(id), deadline)? {
+            return Ok(false);
         }
-        Ok(())
+        if self.schema.requests.is_none() {
+            return Ok(true);
+        }
+        wait_for_rows(
+            client,
+            "SELECT 1 FROM account_deletion_requests WHERE user_id = $1::bigint \
+             AND status = 'pending' FOR UPDATE",
+            &[&id],
+            deadline,
+        )
     }
 }
 

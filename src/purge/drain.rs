@@ -3,15 +3,20 @@
 //! A [`Work`] knows how to find candidate ids (keyset order, so each row is tried at most once
 //! per pass and memory does not grow with the backlog) and how to attempt a set of ids in one
 //! transaction. [`drain`] runs batches sized by [`BatchSizer`]; when a batch fails with an
-//! error that belongs to a row (a foreign key that does not cascade, a trigger, a lock
-//! timeout), it rolls back and retries the batch one row per transaction, so only the guilty
-//! row is reported and the run goes on.
+//! error that belongs to a row (a foreign key that does not cascade, a trigger), it rolls
+//! back and retries the batch one row per transaction, so only the guilty row is reported
+//! and the run goes on.
 //!
 //! Attempts lock with `SKIP LOCKED`: we never wait for a lock while holding others, so we
-//! never deadlock with the application or with a second run of ours. Rows we skipped because
-//! another transaction held them are retried at the end of the pass ([`sweep`]): we wait for
-//! each one alone, holding nothing, at most `lock_timeout`, then attempt it again. A row still
-//! locked after that is reported and left for the next run.
+//! never deadlock with the application or with a second run of ours. A batch that runs into
+//! a lock timeout anyway (the cascade of a user's deletion meets a child row the app holds;
+//! a migration locks a whole table, which even `SKIP LOCKED` waits for) is retried one row at
+//! a time with a 50 ms lock wait, so the rows that can go, go. Rows held by others are
+//! retried at the end of the pass ([`sweep`]): we wait for each alone, holding nothing, then
+//! attempt it again, and again if someone took it first. All the waiting of one sweep shares
+//! one budget of `lock_timeout`, and a streak of held-up rows stops the one-by-one tries, so
+//! a table lock costs a few timeouts, not one per row. Rows still held when the budget is
+//! spent are reported and left for the next run.
 
 use std::time::{Duration, Instant};
 
@@ -44,9 +49,14 @@ pub trait Work {
     ) -> Result<Vec<i64>, postgres::Error>;
     /// Of `ids`, those still due.
     fn still_due(&self, client: &mut Client, ids: &[i64]) -> Result<Vec<i64>, postgres::Error>;
-    /// Waits until the rows `id` depends on are not locked; errors with `lock_not_available`
-    /// after `lock_timeout`. Runs in its own transaction and holds nothing afterwards.
-    fn wait_until_free(&self, client: &mut Client, id: i64) -> Result<(), postgres::Error>;
+    /// Waits until the rows `id` depends on are not locked, until `deadline` at most (None:
+    /// no limit); returns whether they are free. Holds nothing afterwards.
+    fn wait_until_free(
+        &self,
+        client: &mut Client,
+        id: i64,
+        deadline: Option<Instant>,
+    ) -> Result<bool, postgres::Error>;
 }
 
 /// Sizes batches so that one transaction takes about `target`.
@@ -93,6 +103,13 @@ impl BatchSizer {
 /// Most locked ids remembered for the sweep; beyond that they wait for the next run.
 const MAX_REMEMBERED_BUSY: usize = 100_000;
 
+/// While retrying rows one at a time, the lock wait of each attempt: short, so that a row
+/// held by someone else (or a child row its cascade needs) costs little and goes to the sweep.
+const QUICK_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
+/// After this many rows in a row were held up, one at a time, the lock is taken to be on a
+/// whole table (a migration): the rest of the batch is not tried one by one.
+const BUSY_STREAK_LIMIT: usize = 5;
+
 /// Deletes everything `work` finds due. Errors only for what ends the run (connection lost,
 /// permission denied...); row failures are reported and counted.
 pub fn drain(
@@ -100,6 +117,7 @@ pub fn drain(
     work: &dyn Work,
     report: &mut Report,
     sizer: &mut BatchSizer,
+    lock_timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut after = i64::MIN;
     let mut busy = Vec::new();
@@ -111,9 +129,11 @@ pub fn drain(
         let Some(&last) = ids.last() else { break };
         after = last;
         let started = Instant::now();
-        let locked = attempt_isolating_failures(client, work, &ids, report)?;
-        sizer.record(ids.len(), started.elapsed());
-        for id in locked {
+        let attempted = attempt_isolating_failures(client, work, &ids, report, lock_timeout)?;
+        if attempted.clean {
+            sizer.record(ids.len(), started.elapsed());
+        }
+        for id in attempted.busy {
             if busy.len() < MAX_REMEMBERED_BUSY {
                 busy.push(id);
             } else {
@@ -128,37 +148,96 @@ pub fn drain(
             work.name()
         ));
     }
-    sweep(client, work, &busy, report)
+    let deadline = (!lock_timeout.is_zero()).then(|| Instant::now() + lock_timeout);
+    set_lock_timeout(client, QUICK_LOCK_TIMEOUT, work)?;
+    let swept = sweep(client, work, &busy, report, deadline);
+    set_lock_timeout(client, lock_timeout, work)?;
+    swept
 }
 
-/// Attempts `ids` as one batch; on a row-level error retries them one by one.
+/// What became of a batch: the ids left for the sweep, and whether it ran without errors
+/// (only such batches tell the sizer how long rows take).
+struct Attempted {
+    busy: Vec<i64>,
+    clean: bool,
+}
+
+/// Attempts `ids` as one batch. On a row-level error (a foreign key, a trigger, a statement
+/// timeout) or a lock timeout, retries them one by one with a short lock wait, so that only
+/// the guilty row fails and rows held by others go to the sweep.
 fn attempt_isolating_failures(
     client: &mut Client,
     work: &dyn Work,
     ids: &[i64],
     report: &mut Report,
-) -> anyhow::Result<Vec<i64>> {
-    match work.attempt(client, ids, report) {
-        Ok(locked) => Ok(locked),
-        Err(error) if is_row_level(&error) && ids.len() > 1 => {
+    lock_timeout: Duration,
+) -> anyhow::Result<Attempted> {
+    let busy = match work.attempt(client, ids, report) {
+        Ok(busy) => return Ok(Attempted { busy, clean: true }),
+        Err(error) if ids.len() > 1 && (is_lock_timeout(&error) || is_row_level(&error)) => {
             log::debug!(
                 "batch of {} from {} failed ({}); retrying row by row",
                 ids.len(),
                 work.name(),
                 db_message(&error)
             );
-            let mut locked = Vec::new();
-            for &id in ids {
-                locked.extend(attempt_one(client, work, id, report)?);
-            }
-            Ok(locked)
+            set_lock_timeout(client, QUICK_LOCK_TIMEOUT, work)?;
+            let busy = one_by_one(client, work, ids, report);
+            set_lock_timeout(client, lock_timeout, work)?;
+            busy?
         }
+        Err(error) if is_lock_timeout(&error) => ids.to_vec(),
         Err(error) if is_row_level(&error) => {
             report.failed(&work.describe(ids[0]), &row_error(&error));
-            Ok(Vec::new())
+            Vec::new()
         }
-        Err(error) => Err(fatal(work, "cannot delete from", &error)),
+        Err(error) => return Err(fatal(work, "cannot delete from", &error)),
+    };
+    Ok(Attempted { busy, clean: false })
+}
+
+/// Attempts each of `ids` alone; returns those held by others. After
+/// [`BUSY_STREAK_LIMIT`] held-up rows in a row, leaves the rest to the sweep untried.
+fn one_by_one(
+    client: &mut Client,
+    work: &dyn Work,
+    ids: &[i64],
+    report: &mut Report,
+) -> anyhow::Result<Vec<i64>> {
+    let mut busy = Vec::new();
+    let mut streak = 0;
+    for (index, &id) in ids.iter().enumerate() {
+        if streak >= BUSY_STREAK_LIMIT {
+            busy.extend_from_slice(&ids[index..]);
+            break;
+        }
+        match attempt_one(client, work, id, report)? {
+            One::Done => streak = 0,
+            One::Busy => {
+                streak += 1;
+                busy.push(id);
+            }
+        }
     }
+    Ok(busy)
+}
+
+fn set_lock_timeout(client: &mut Client, timeout: Duration, work: &dyn Work) -> anyhow::Result<()> {
+    client
+        .query(
+            "SELECT set_config('lock_timeout', $1, false)",
+            &[&format!("{}ms", timeout.as_millis())],
+        )
+        .map(|_| ())
+        .map_err(|error| fatal(work, "cannot set the lock timeout for", &error))
+}
+
+/// What became of one row.
+enum One {
+    /// Deleted, no longer due, or failed and reported.
+    Done,
+    /// Still due, and another transaction holds it (or something its deletion needs).
+    Busy,
 }
 
 fn attempt_one(
@@ -166,54 +245,86 @@ fn attempt_one(
     work: &dyn Work,
     id: i64,
     report: &mut Report,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<One> {
     match work.attempt(client, &[id], report) {
-        Ok(locked) => Ok(locked),
+        Ok(busy) if busy.is_empty() => Ok(One::Done),
+        Ok(_) => Ok(One::Busy),
+        Err(error) if is_lock_timeout(&error) => Ok(One::Busy),
         Err(error) if is_row_level(&error) => {
             report.failed(&work.describe(id), &row_error(&error));
-            Ok(Vec::new())
+            Ok(One::Done)
         }
         Err(error) => Err(fatal(work, "cannot delete from", &error)),
     }
 }
 
-/// Retries rows that were locked: wait for each alone (bounded), then attempt it again.
+/// Retries rows that were held by others: waits for each alone, holding nothing, and
+/// attempts it again, as long as the sweep's budget (`deadline`) lasts; then attempts each
+/// remaining row once more without waiting. Rows still held are reported; after
+/// [`BUSY_STREAK_LIMIT`] of them in a row with the budget spent, the rest are reported
+/// without trying (a table lock).
 fn sweep(
     client: &mut Client,
     work: &dyn Work,
     busy: &[i64],
     report: &mut Report,
+    deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
+    let mut streak = 0;
     for chunk in busy.chunks(MAX_BATCH) {
         let due = work
             .still_due(client, chunk)
             .map_err(|error| fatal(work, "cannot read what is due in", &error))?;
         for id in due {
-            match work.wait_until_free(client, id) {
-                Ok(()) => {}
-                Err(error) if is_lock_timeout(&error) => {
-                    report.failed(
-                        &work.describe(id),
-                        "locked by another transaction for longer than the lock timeout; \
-                         left for the next run",
-                    );
-                    continue;
-                }
-                Err(error) if is_row_level(&error) => {
-                    report.failed(&work.describe(id), &row_error(&error));
-                    continue;
-                }
-                Err(error) => return Err(fatal(work, "cannot lock a row of", &error)),
-            }
-            if !attempt_one(client, work, id, report)?.is_empty() {
+            let budget_spent = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+            let done = if budget_spent && streak >= BUSY_STREAK_LIMIT {
+                false
+            } else {
+                retry_until_free(client, work, id, report, deadline)?
+            };
+            if done {
+                streak = 0;
+            } else {
+                streak += 1;
                 report.failed(
                     &work.describe(id),
-                    "locked again by another transaction; left for the next run",
+                    "locked by another transaction for longer than the lock timeout; \
+                     left for the next run",
                 );
             }
         }
     }
     Ok(())
+}
+
+/// Waits for row `id` and attempts it, as often as someone else takes it first, until the
+/// deadline; returns whether it is done (deleted, no longer due, or failed and reported).
+fn retry_until_free(
+    client: &mut Client,
+    work: &dyn Work,
+    id: i64,
+    report: &mut Report,
+    deadline: Option<Instant>,
+) -> anyhow::Result<bool> {
+    loop {
+        let free = match work.wait_until_free(client, id, deadline) {
+            Ok(free) => free,
+            Err(error) if is_row_level(&error) => {
+                report.failed(&work.describe(id), &row_error(&error));
+                return Ok(true);
+            }
+            Err(error) => return Err(fatal(work, "cannot lock a row of", &error)),
+        };
+        // Attempt even when the wait gave up: the budget may have been spent on other rows.
+        match attempt_one(client, work, id, report)? {
+            One::Done => return Ok(true),
+            One::Busy if !free => return Ok(false),
+            One::Busy if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
+                return Ok(false);
+            }
+            One::Busy => {}
+        }
+    }
 }
 
 /// Whether `error` concerns the rows of this attempt rather than the run as a whole.
@@ -228,10 +339,18 @@ pub fn is_row_level(error: &postgres::Error) -> bool {
         || matches!(code, "55P03" | "57014" | "55006")
 }
 
+/// A lock timeout: another transaction held a lock we needed (a row, or a whole table).
 fn is_lock_timeout(error: &postgres::Error) -> bool {
     error
         .as_db_error()
         .is_some_and(|db_error| db_error.code().code() == "55P03")
+}
+
+/// A lock or statement timeout while waiting for others.
+pub fn is_timeout(error: &postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db_error| matches!(db_error.code().code(), "55P03" | "57014"))
 }
 
 /// The server's message for a row failure, naming the constraint when there is one.
@@ -264,7 +383,7 @@ pub fn describe_fatal(error: &postgres::Error) -> String {
             db_error.code().code()
         ),
         None if error.is_closed() => "the database connection was lost".to_owned(),
-        None => error.to_string(),
+        None => crate::db::error_text(error),
     }
 }
 

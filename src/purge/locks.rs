@@ -4,8 +4,10 @@
 //! does not exist (any more) is neither: it has nothing to protect.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
-use postgres::Transaction;
+use postgres::types::ToSql;
+use postgres::{Client, Transaction};
 
 use super::statements::{EXISTING_USERS, LOCK_USERS, WAIT_FOR_USER};
 
@@ -62,26 +64,44 @@ pub fn busy_among(
         .collect())
 }
 
-/// Waits, holding nothing else, until `sql` (`SELECT ... WHERE id = $1 FOR UPDATE`) can lock
-/// row `id`; then lets go again. Bounded by the session's `lock_timeout`.
-pub fn wait_for_row(
-    client: &mut postgres::Client,
+/// Waits, holding nothing else, until `sql` (`SELECT ... FOR UPDATE`) can lock its rows,
+/// then lets go again. Waits until `deadline` at most (None: as long as it takes); returns
+/// whether the rows are free.
+pub fn wait_for_rows(
+    client: &mut Client,
     sql: &str,
-    id: i64,
-) -> Result<(), postgres::Error> {
+    params: &[&(dyn ToSql + Sync)],
+    deadline: Option<Instant>,
+) -> Result<bool, postgres::Error> {
+    let limit = match deadline {
+        Some(deadline) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(false);
+            }
+            format!("{}ms", remaining.as_millis().max(1))
+        }
+        None => "0".to_owned(),
+    };
+    // Dropping the transaction rolls it back, which is all we want from it.
     let mut transaction = client.transaction()?;
-    transaction.query(sql, &[&id])?;
-    transaction.rollback()
+    transaction.query("SELECT set_config('lock_timeout', $1, true)", &[&limit])?;
+    match transaction.query(sql, params) {
+        Ok(_) => Ok(true),
+        Err(error) if super::drain::is_timeout(&error) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
-/// Waits until user `id`'s row is free; see [`wait_for_row`].
+/// Waits until user `id`'s row is free; see [`wait_for_rows`].
 pub fn wait_for_user(
-    client: &mut postgres::Client,
+    client: &mut Client,
     id: Option<i64>,
-) -> Result<(), postgres::Error> {
+    deadline: Option<Instant>,
+) -> Result<bool, postgres::Error> {
     match id {
-        Some(id) => wait_for_row(client, WAIT_FOR_USER, id),
-        None => Ok(()),
+        Some(id) => wait_for_rows(client, WAIT_FOR_USER, &[&id], deadline),
+        None => Ok(true),
     }
 }
 

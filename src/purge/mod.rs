@@ -11,6 +11,8 @@ mod preview;
 mod roles;
 pub mod statements;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use postgres::Client;
 
@@ -28,6 +30,8 @@ pub struct Options {
     pub max_accounts: u64,
     /// SQL boolean expression over `users`: due accounts matching it are held.
     pub hold: Option<String>,
+    /// How long each phase may wait, in all, for rows other transactions hold.
+    pub lock_timeout: Duration,
 }
 
 /// How the purge ended, when it did not break off.
@@ -163,7 +167,7 @@ pub fn approve(
     }
     let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
     let work = AccountWork::approved(schema, options.audit, &existing);
-    drain(client, &work, report, &mut sizer)?;
+    drain(client, &work, report, &mut sizer, options.lock_timeout)?;
     let remaining: Vec<i64> = client
         .query(statements::EXISTING_USERS, &[&existing])
         .context("cannot read users")?
@@ -216,6 +220,7 @@ impl Mode<Client> for Live {
                 &ProfileWork::new(schema, profile, options.audit),
                 report,
                 &mut sizer,
+                options.lock_timeout,
             )?;
         }
         if schema
@@ -225,7 +230,7 @@ impl Mode<Client> for Live {
         {
             let work = RoleRequestWork::new(schema, options.audit);
             work.report_unknown_roles(client, report)?;
-            drain(client, &work, report, &mut sizer)?;
+            drain(client, &work, report, &mut sizer, options.lock_timeout)?;
         }
         Ok(())
     }
@@ -239,7 +244,7 @@ impl Mode<Client> for Live {
     ) -> anyhow::Result<()> {
         let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
         let work = AccountWork::automatic(schema, options.audit, options.hold.as_deref());
-        drain(client, &work, report, &mut sizer)
+        drain(client, &work, report, &mut sizer, options.lock_timeout)
     }
 }
 

@@ -7,11 +7,12 @@
 //! profile, the user update and the audit row commit together or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use postgres::Client;
 
 use super::drain::Work;
-use super::locks::{busy_among, ids, lock_users, wait_for_row, wait_for_user};
+use super::locks::{busy_among, ids, lock_users, wait_for_rows, wait_for_user};
 use super::statements as sql;
 use crate::report::{Deletion, Report};
 use crate::schema::{ProfileTable, Schema};
@@ -97,8 +98,20 @@ impl Work for ProfileWork<'_> {
             .collect())
     }
 
-    fn wait_until_free(&self, client: &mut Client, id: i64) -> Result<(), postgres::Error> {
-        wait_for_row(client, &sql::wait_for_profile(self.profile), id)?;
+    fn wait_until_free(
+        &self,
+        client: &mut Client,
+        id: i64,
+        deadline: Option<Instant>,
+    ) -> Result<bool, postgres::Error> {
+        if !wait_for_rows(
+            client,
+            &sql::wait_for_profile(self.profile),
+            &[&id],
+            deadline,
+        )? {
+            return Ok(false);
+        }
         let user: Option<i64> = client
             .query_opt(
                 &format!(
@@ -108,7 +121,7 @@ impl Work for ProfileWork<'_> {
                 &[&id],
             )?
             .and_then(|row| row.get(0));
-        wait_for_user(client, user)
+        wait_for_user(client, user, deadline)
     }
 }
 
@@ -134,6 +147,7 @@ fn report_roles(report: &mut Report, role: &str, rows: &[postgres::Row]) {
 pub struct RoleRequestWork {
     roles: Vec<String>,
     lock_profiles: BTreeMap<String, String>,
+    wait_profiles: BTreeMap<String, String>,
     delete: BTreeMap<String, String>,
 }
 
@@ -149,6 +163,7 @@ impl RoleRequestWork {
         RoleRequestWork {
             roles: schema.profiles.iter().map(|p| p.role.clone()).collect(),
             lock_profiles: by_role(&sql::lock_profiles_of_users),
+            wait_profiles: by_role(&sql::wait_for_requested_profile),
             delete: by_role(&|profile| sql::delete_requested_profiles(schema, profile, audit)),
         }
     }
@@ -270,14 +285,31 @@ impl Work for RoleRequestWork {
             .collect())
     }
 
-    fn wait_until_free(&self, client: &mut Client, id: i64) -> Result<(), postgres::Error> {
-        wait_for_row(client, sql::WAIT_FOR_REQUEST, id)?;
-        let user: Option<i64> = client
-            .query_opt(
-                "SELECT user_id::bigint FROM account_deletion_requests WHERE id = $1::bigint",
-                &[&id],
-            )?
-            .and_then(|row| row.get(0));
-        wait_for_user(client, user)
+    fn wait_until_free(
+        &self,
+        client: &mut Client,
+        id: i64,
+        deadline: Option<Instant>,
+    ) -> Result<bool, postgres::Error> {
+        if !wait_for_rows(client, sql::WAIT_FOR_REQUEST, &[&id], deadline)? {
+            return Ok(false);
+        }
+        let Some(request) = client.query_opt(
+            "SELECT user_id::bigint, role::text, profile_id::bigint \
+             FROM account_deletion_requests WHERE id = $1::bigint",
+            &[&id],
+        )?
+        else {
+            return Ok(true);
+        };
+        let (user, role, profile): (Option<i64>, Option<String>, Option<i64>) =
+            (request.get(0), request.get(1), request.get(2));
+        if !wait_for_user(client, user, deadline)? {
+            return Ok(false);
+        }
+        match role.and_then(|role| self.wait_profiles.get(&role)) {
+            Some(wait) => wait_for_rows(client, wait, &[&user, &profile], deadline),
+            None => Ok(true),
+        }
     }
 }

@@ -254,6 +254,15 @@ pub fn lock_profiles_of_users(profile: &ProfileTable) -> String {
     )
 }
 
+/// Waits for the profile a role request `(user $1, profile $2 or any)` names.
+pub fn wait_for_requested_profile(profile: &ProfileTable) -> String {
+    format!(
+        "SELECT 1 FROM {} p WHERE p.user_id = $1::bigint \
+         AND ($2::bigint IS NULL OR p.id = $2::bigint) FOR UPDATE",
+        profile.table.quoted()
+    )
+}
+
 /// Carries out the role-only requests `$1` (locked) for role `$2`: deletes the profile the
 /// request names, removes the role, audits, and marks the requests completed.
 pub fn delete_requested_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {

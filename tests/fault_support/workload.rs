@@ -1,0 +1,546 @@
+//! A large, seeded Astegni database: thousands of users with profiles in every state, role-only
+//! and whole-account requests (due, later, cancelled, completed), child rows that cascade, in
+//! a schema variant picked by the seed.
+//!
+//! The schema is the one of `tests/common/astegni.rs` (README "Schema expectations"); it is
+//! written here again because these databases must also live on a private cluster, which the
+//! fixture cannot target. Ids are explicit, so the same seed gives the same data. Every user
+//! has at most one profile per role, so "the role audit row of (user, role)" is well defined.
+
+use postgres::{Client, NoTls};
+
+use super::Rng;
+use super::cluster::PrivateCluster;
+use crate::common::TestDb;
+
+pub const ROLES: [&str; 5] = ["student", "tutor", "parent", "advertiser", "user"];
+
+/// A database on the shared test server (dropped with it) or on a private cluster.
+pub struct Db {
+    pub url: String,
+    pub name: String,
+    _shared: Option<TestDb>,
+}
+
+impl Db {
+    /// A fresh database on the shared test server.
+    pub fn shared(prefix: &str) -> Db {
+        let db = TestDb::create(prefix);
+        Db {
+            url: db.url.clone(),
+            name: db.name.clone(),
+            _shared: Some(db),
+        }
+    }
+
+    /// A fresh database on a private cluster (dropped with the cluster).
+    pub fn private(cluster: &PrivateCluster, name: &str) -> Db {
+        Db {
+            url: cluster.create_db(name),
+            name: name.to_owned(),
+            _shared: None,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url, NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.name))
+    }
+
+    pub fn exec(&self, sql: &str) {
+        if let Err(e) = self.client().batch_execute(sql) {
+            let text = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.to_string());
+            let head: String = sql.chars().take(400).collect();
+            panic!("SQL failed in {}: {text}\n--- SQL ---\n{head}", self.name);
+        }
+    }
+
+    pub fn scalar(&self, sql: &str) -> i64 {
+        self.client()
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+}
+
+/// The schema variant of a workload.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// `json`, `jsonb`, `text[]` or `varchar(50)[]`.
+    pub roles_type: &'static str,
+    /// `integer` or `bigint`.
+    pub id_type: &'static str,
+    /// Type of `users.scheduled_deletion_at`: `timestamp` or `timestamptz`.
+    pub users_schedule: &'static str,
+    /// Whether `deletion_audit_log` exists before the run (else the job creates it).
+    pub audit_table: bool,
+}
+
+impl Shape {
+    pub fn random(rng: &mut Rng) -> Shape {
+        Shape {
+            roles_type: ["json", "jsonb", "text[]", "varchar(50)[]"][rng.below(4) as usize],
+            id_type: ["integer", "bigint"][rng.below(2) as usize],
+            users_schedule: ["timestamp", "timestamptz"][rng.below(2) as usize],
+            audit_table: rng.percent(75),
+        }
+    }
+
+    /// `users.roles` of alias `u` as text[] (empty for NULL or a non-array).
+    pub fn roles_as_array(&self) -> &'static str {
+        match self.roles_type {
+            "json" => {
+                "CASE WHEN json_typeof(u.roles) = 'array' \
+                 THEN ARRAY(SELECT json_array_elements_text(u.roles)) ELSE '{}'::text[] END"
+            }
+            "jsonb" => {
+                "CASE WHEN jsonb_typeof(u.roles) = 'array' \
+                 THEN ARRAY(SELECT jsonb_array_elements_text(u.roles)) ELSE '{}'::text[] END"
+            }
+            _ => "coalesce(u.roles::text[], '{}'::text[])",
+        }
+    }
+
+    fn roles_literal(&self, roles: &[&str]) -> String {
+        if self.roles_type.starts_with("json") {
+            let items: Vec<String> = roles.iter().map(|role| format!("\"{role}\"")).collect();
+            format!("'[{}]'", items.join(","))
+        } else {
+            format!("'{{{}}}'", roles.join(","))
+        }
+    }
+}
+
+/// The audit table exactly as the setup guide (and README) defines it.
+pub const AUDIT_DDL: &str = "CREATE TABLE deletion_audit_log (
+    id SERIAL PRIMARY KEY,
+    deletion_type VARCHAR(20),
+    user_id INTEGER,
+    user_email VARCHAR(255),
+    role_name VARCHAR(50),
+    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    automated BOOLEAN DEFAULT TRUE
+)";
+
+fn schema_sql(shape: &Shape) -> String {
+    let serial = if shape.id_type == "bigint" {
+        "bigserial"
+    } else {
+        "serial"
+    };
+    let fk = shape.id_type;
+    let mut sql = format!(
+        "CREATE TABLE users (id {serial} PRIMARY KEY, email varchar(255) UNIQUE,
+            first_name varchar(100), father_name varchar(100), roles {roles},
+            active_role varchar(50), is_active boolean DEFAULT TRUE,
+            account_status varchar(30) DEFAULT 'active', deactivated_at timestamp,
+            scheduled_deletion_at {schedule});
+         CREATE TABLE user_sessions (id serial PRIMARY KEY,
+            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
+         CREATE INDEX ON user_sessions (user_id);
+         CREATE TABLE notifications (id serial PRIMARY KEY,
+            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, body text);
+         CREATE INDEX ON notifications (user_id);\n",
+        roles = shape.roles_type,
+        schedule = shape.users_schedule,
+    );
+    for role in ROLES {
+        sql.push_str(&format!(
+            "CREATE TABLE {role}_profiles (id serial PRIMARY KEY,
+                user_id {fk} REFERENCES users(id) ON DELETE CASCADE,
+                is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp, bio text);
+             CREATE INDEX ON {role}_profiles (user_id);\n"
+        ));
+    }
+    sql.push_str(&format!(
+        "CREATE TABLE tutor_reviews (id serial PRIMARY KEY,
+            tutor_profile_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE,
+            rating integer);
+         CREATE INDEX ON tutor_reviews (tutor_profile_id);
+         CREATE TABLE account_deletion_requests (id serial PRIMARY KEY,
+            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            status varchar(20) DEFAULT 'pending', reasons json, other_reason text,
+            deletion_fee numeric(10,2), requested_at timestamp DEFAULT now(),
+            scheduled_deletion_at {schedule}, ip_address varchar(45), user_agent text,
+            cancelled_at timestamp, cancelled_by_login boolean, cancellation_reason text,
+            completed_at timestamp, role varchar(50), profile_id integer,
+            delete_user boolean DEFAULT TRUE);
+         CREATE INDEX ON account_deletion_requests (user_id);\n",
+        schedule = shape.users_schedule,
+    ));
+    if shape.audit_table {
+        sql.push_str(AUDIT_DDL);
+        sql.push_str(";\n");
+    }
+    sql
+}
+
+/// A past moment (due) or a future one (not due), as SQL.
+fn past(rng: &mut Rng) -> String {
+    format!(
+        "now() - interval '{} minutes'",
+        rng.between(5, 200 * 24 * 60)
+    )
+}
+
+fn future(rng: &mut Rng) -> String {
+    format!(
+        "now() + interval '{} minutes'",
+        rng.between(60, 89 * 24 * 60)
+    )
+}
+
+/// Rows of one table, flushed as multi-row INSERTs.
+struct Inserts {
+    head: String,
+    rows: Vec<String>,
+    sql: String,
+}
+
+impl Inserts {
+    fn new(head: &str) -> Inserts {
+        Inserts {
+            head: head.to_owned(),
+            rows: Vec::new(),
+            sql: String::new(),
+        }
+    }
+
+    fn push(&mut self, row: String) {
+        self.rows.push(row);
+        if self.rows.len() == 1000 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.rows.is_empty() {
+            self.sql.push_str(&format!(
+                "INSERT INTO {} VALUES\n{};\n",
+                self.head,
+                self.rows.join(",\n")
+            ));
+            self.rows.clear();
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.flush();
+        self.sql
+    }
+}
+
+/// What the generator made, for tests that want to pick rows.
+#[derive(Default, Debug)]
+pub struct Census {
+    pub users: usize,
+    pub profiles: usize,
+    pub requests: usize,
+}
+
+/// A seeded Astegni database.
+pub struct Workload {
+    pub db: Db,
+    pub shape: Shape,
+    pub seed: u64,
+    pub census: Census,
+}
+
+/// Creates the schema in `db` and fills it with about `users` users, seeded by `seed`.
+pub fn build(db: Db, seed: u64, users: usize) -> Workload {
+    let mut rng = Rng::new(seed);
+    let shape = Shape::random(&mut rng);
+    build_with(db, seed, users, shape)
+}
+
+/// Like [`build`] with a given shape.
+pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
+    let mut rng = Rng::new(seed ^ 0x5eed_da7a);
+    db.exec(&schema_sql(&shape));
+    let mut user_rows = Inserts::new(
+        "users (id, email, first_name, roles, active_role, is_active, account_status, \
+         deactivated_at, scheduled_deletion_at)",
+    );
+    let mut profile_rows: Vec<Inserts> = ROLES
+        .iter()
+        .map(|role| {
+            Inserts::new(&format!(
+                "{role}_profiles (id, user_id, is_active, scheduled_deletion_at, bio)"
+            ))
+        })
+        .collect();
+    let mut next_profile = [1i64; 5];
+    let mut request_rows = Inserts::new(
+        "account_deletion_requests (id, user_id, status, reasons, requested_at, \
+         scheduled_deletion_at, cancelled_at, completed_at, role, profile_id, delete_user)",
+    );
+    let mut next_request = 1i64;
+    let mut session_rows = Inserts::new("user_sessions (user_id, token)");
+    let mut notification_rows = Inserts::new("notifications (user_id, body)");
+    let mut review_rows = Inserts::new("tutor_reviews (tutor_profile_id, rating)");
+    let mut census = Census::default();
+
+    let mut request = |rows: &mut Inserts,
+                       user: i64,
+                       status: &str,
+                       when: String,
+                       role: Option<(&str, Option<i64>)>| {
+        let id = next_request;
+        next_request += 1;
+        let (cancelled, completed) = match status {
+            "cancelled" => ("now() - interval '1 day'", "NULL"),
+            "completed" => ("NULL", "now() - interval '1 day'"),
+            _ => ("NULL", "NULL"),
+        };
+        let (role, profile, delete_user) = match role {
+            Some((role, profile)) => (
+                format!("'{role}'"),
+                profile.map_or("NULL".to_owned(), |id| id.to_string()),
+                "FALSE",
+            ),
+            None => ("NULL".to_owned(), "NULL".to_owned(), "TRUE"),
+        };
+        rows.push(format!(
+            "({id}, {user}, '{status}', '[\"other\"]', now() - interval '100 days', {when}, \
+             {cancelled}, {completed}, {role}, {profile}, {delete_user})"
+        ));
+    };
+
+    for user in 1..=users as i64 {
+        census.users += 1;
+        // The user's roles: always "user", then some of the others.
+        let mut roles: Vec<&str> = vec!["user"];
+        for role in ["student", "tutor", "parent", "advertiser"] {
+            if rng.percent(45) {
+                roles.push(role);
+            }
+        }
+        let roles_null = rng.percent(2);
+        let active_role = *rng.pick(&roles);
+        // The account: 70 % normal, 12 % left and due, 5 % left for later, 8 % a due request,
+        // 5 % a request for later.
+        let kind = rng.below(100);
+        let (status, schedule) = match kind {
+            0..=11 => ("pending_deletion", past(&mut rng)),
+            12..=16 => ("pending_deletion", future(&mut rng)),
+            _ => ("active", "NULL".to_owned()),
+        };
+        user_rows.push(format!(
+            "({user}, 'u{user}@example.com', 'Abebe', {}, '{active_role}', {}, '{status}', {}, \
+             {schedule})",
+            if roles_null {
+                "NULL".to_owned()
+            } else {
+                shape.roles_literal(&roles)
+            },
+            if status == "active" { "TRUE" } else { "FALSE" },
+            if status == "active" {
+                "NULL"
+            } else {
+                "now() - interval '91 days'"
+            },
+        ));
+        match kind {
+            17..=24 => {
+                let when = past(&mut rng);
+                request(&mut request_rows, user, "pending", when, None);
+            }
+            25..=29 => {
+                let when = future(&mut rng);
+                request(&mut request_rows, user, "pending", when, None);
+            }
+            _ => {}
+        }
+        if kind < 6 && rng.percent(30) {
+            // Left and also asked through the request table.
+            let when = past(&mut rng);
+            request(&mut request_rows, user, "pending", when, None);
+        }
+        if rng.percent(6) {
+            // History that must not count: a cancelled and a completed request in the past.
+            let when = past(&mut rng);
+            let status = if rng.percent(50) {
+                "cancelled"
+            } else {
+                "completed"
+            };
+            request(&mut request_rows, user, status, when, None);
+        }
+        // Profiles: one per role the user has (the basic "user" role only sometimes).
+        for &role in &roles {
+            if role == "user" && !rng.percent(30) {
+                continue;
+            }
+            let table = ROLES.iter().position(|known| *known == role).expect("role");
+            let id = next_profile[table];
+            next_profile[table] += 1;
+            census.profiles += 1;
+            let state = rng.below(100);
+            let (active, schedule) = match state {
+                // Due by itself ("Manage Role").
+                0..=29 => ("FALSE", past(&mut rng)),
+                // Due by itself and by a role-only request.
+                30..=34 => ("FALSE", past(&mut rng)),
+                // Scheduled for later.
+                35..=42 => ("FALSE", future(&mut rng)),
+                _ => ("TRUE", "NULL".to_owned()),
+            };
+            profile_rows[table].push(format!("({id}, {user}, {active}, {schedule}, 'bio')"));
+            let named = if rng.percent(50) { Some(id) } else { None };
+            match state {
+                // Due by a role-only request.
+                30..=34 | 43..=54 => {
+                    let when = past(&mut rng);
+                    request(
+                        &mut request_rows,
+                        user,
+                        "pending",
+                        when,
+                        Some((role, named)),
+                    );
+                }
+                // A role-only request for later.
+                55..=58 => {
+                    let when = future(&mut rng);
+                    request(
+                        &mut request_rows,
+                        user,
+                        "pending",
+                        when,
+                        Some((role, named)),
+                    );
+                }
+                // A cancelled role-only request in the past.
+                59..=60 => {
+                    let when = past(&mut rng);
+                    request(
+                        &mut request_rows,
+                        user,
+                        "cancelled",
+                        when,
+                        Some((role, named)),
+                    );
+                }
+                _ => {}
+            }
+            if role == "tutor" && rng.percent(40) {
+                review_rows.push(format!("({id}, {})", rng.between(1, 5)));
+            }
+        }
+        if rng.percent(30) {
+            session_rows.push(format!("({user}, 'token-{user}')"));
+        }
+        if rng.percent(30) {
+            notification_rows.push(format!("({user}, 'hello')"));
+        }
+    }
+    census.requests = (next_request - 1) as usize;
+    let mut sql = user_rows.finish();
+    for rows in profile_rows {
+        sql.push_str(&rows.finish());
+    }
+    sql.push_str(&request_rows.finish());
+    sql.push_str(&session_rows.finish());
+    sql.push_str(&notification_rows.finish());
+    sql.push_str(&review_rows.finish());
+    let mut tables = vec!["users", "account_deletion_requests"];
+    let profile_tables: Vec<String> = ROLES
+        .iter()
+        .map(|role| format!("{role}_profiles"))
+        .collect();
+    tables.extend(profile_tables.iter().map(String::as_str));
+    for table in tables {
+        sql.push_str(&format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+             coalesce((SELECT max(id) FROM {table}), 0) + 1, false);\n"
+        ));
+    }
+    sql.push_str("ANALYZE;\n");
+    db.exec(&sql);
+    Workload {
+        db,
+        shape,
+        seed,
+        census,
+    }
+}
+
+/// The application restoring a role ("Manage Role" cancelled): reactivates the profile and
+/// cancels the user's pending role-only requests for that role, in the order `rng` picks, and
+/// records the restore in `fault_check` in the same transaction. Returns whether the profile
+/// still existed (the restore committed); a profile the job already deleted is not restored.
+pub fn restore_profile(client: &mut Client, rng: &mut Rng, role: &str, id: i64, user: i64) -> bool {
+    let Ok(mut transaction) = client.transaction() else {
+        return false;
+    };
+    let reactivate = format!(
+        "UPDATE {role}_profiles SET is_active = TRUE, scheduled_deletion_at = NULL \
+         WHERE id = $1::bigint"
+    );
+    let cancel = "UPDATE account_deletion_requests SET status = 'cancelled', \
+                  cancelled_at = now() WHERE user_id = $1::bigint AND role = $2::text \
+                  AND delete_user = FALSE AND status = 'pending' \
+                  AND scheduled_deletion_at <= now()";
+    let cancel_first = rng.percent(50);
+    let result = (|| -> Result<bool, postgres::Error> {
+        if cancel_first {
+            transaction.execute(cancel, &[&user, &role])?;
+        }
+        let found = transaction.execute(&reactivate, &[&id])? == 1;
+        if !cancel_first {
+            transaction.execute(cancel, &[&user, &role])?;
+        }
+        transaction.execute(
+            "UPDATE fault_check.due_profile SET restored = TRUE \
+             WHERE role = $1::text AND id = $2::bigint",
+            &[&role, &id],
+        )?;
+        Ok(found)
+    })();
+    match result {
+        Ok(true) => transaction.commit().is_ok(),
+        _ => {
+            let _ = transaction.rollback();
+            false
+        }
+    }
+}
+
+/// The application restoring an account (a login during the grace period): cancels the pending
+/// whole-account requests and reactivates the user, in the order `rng` picks, and records the
+/// restore in `fault_check`. Returns whether the user still existed (the restore committed).
+pub fn restore_user(client: &mut Client, rng: &mut Rng, user: i64) -> bool {
+    let Ok(mut transaction) = client.transaction() else {
+        return false;
+    };
+    let reactivate = "UPDATE users SET account_status = 'active', is_active = TRUE, \
+                      scheduled_deletion_at = NULL, deactivated_at = NULL WHERE id = $1::bigint";
+    let cancel = "UPDATE account_deletion_requests SET status = 'cancelled', \
+                  cancelled_at = now(), cancelled_by_login = TRUE WHERE user_id = $1::bigint \
+                  AND delete_user IS NOT FALSE AND status = 'pending' \
+                  AND scheduled_deletion_at <= now()";
+    let cancel_first = rng.percent(50);
+    let result = (|| -> Result<bool, postgres::Error> {
+        if cancel_first {
+            transaction.execute(cancel, &[&user])?;
+        }
+        let found = transaction.execute(reactivate, &[&user])? == 1;
+        if !cancel_first {
+            transaction.execute(cancel, &[&user])?;
+        }
+        transaction.execute(
+            "UPDATE fault_check.due_user SET restored = TRUE WHERE id = $1::bigint",
+            &[&user],
+        )?;
+        Ok(found)
+    })();
+    match result {
+        Ok(true) => transaction.commit().is_ok(),
+        _ => {
+            let _ = transaction.rollback();
+            false
+        }
+    }
+}
