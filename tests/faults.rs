@@ -21,7 +21,7 @@ mod fault_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use fault_support::cluster::PrivateCluster;
+use fault_support::cluster;
 use fault_support::invariants::{self, Phase};
 use fault_support::job::{self, Finished};
 use fault_support::workload::{self, Db, Shape, Workload};
@@ -281,7 +281,7 @@ fn connection_lost_before_the_purge_is_exit_1_not_a_configuration_error() {
 
 #[test]
 fn server_restarted_mid_run() {
-    let cluster = PrivateCluster::start();
+    let cluster = cluster::start();
     let mut n: u32 = 0;
     run_trials("server_restart", 2, 10, |seed| {
         let mut rng = Rng::new(seed);
@@ -1199,7 +1199,7 @@ fn a_server_that_accepts_but_never_answers_exits_75_within_the_connect_timeout()
 
 #[test]
 fn a_server_that_comes_up_during_the_connect_retries_is_used() {
-    let cluster = PrivateCluster::start();
+    let cluster = cluster::start();
     let workload = workload::build_with(
         Db::private(&cluster, "late_start"),
         31,

@@ -28,6 +28,19 @@
 //!   - `pg_ctl start -w` waits for readiness: there are no sleeps anywhere;
 //!   - TLS is on (see below).
 //!
+//! # Private clusters
+//!
+//! [`start_private`] starts another throwaway [`Cluster`] with the same code
+//! (binaries, directory, user, watchdog and settings as above), for tests
+//! that restart or stop the server (`tests/faults.rs`), whatever server the
+//! others use. It differs on purpose: it listens only on the Unix socket in
+//! its own directory (`listen_addresses = ''`, no TLS, the `pg_hba.conf` of
+//! `initdb -A trust`), allows 60 connections and keeps `synchronous_commit`
+//! on, so a commit a client saw acknowledged survives an immediate (crash)
+//! stop. [`Cluster`] has `restart(mode)` / `stop(mode)` / `start_again()`
+//! (`pg_ctl ... -m fast|immediate`), `url(dbname)`, `create_db` / `drop_db`
+//! and `log_text()`; dropping it stops the server and removes its directory.
+//!
 //! # TLS
 //!
 //! The throwaway cluster serves TLS on its TCP listener (`ssl = on`). Before
@@ -50,7 +63,7 @@
 //! # Running as root
 //!
 //! `initdb` and `postgres` refuse to run as root. When the tests run as root,
-//! every server-side command (`initdb`, `pg_ctl start/stop`) is run through
+//! every server-side command (`initdb`, `pg_ctl start/stop/restart`) is run through
 //! `setpriv --reuid --regid --clear-groups` (or `runuser -u` if `setpriv` is
 //! missing) as the `postgres` system user if it exists, else as `nobody`, and
 //! the temp directory is `chown`ed to that user. The tests themselves stay
@@ -59,16 +72,19 @@
 //!
 //! # Cleanup
 //!
-//! Statics are never dropped, so the cluster is stopped by a watchdog: a
-//! `sh` started (in its own process group, ignoring INT/TERM/HUP/QUIT) before
-//! `initdb`, blocked in `cat` on a pipe whose only write end the test process
-//! holds (Rust creates it close-on-exec, so no other child inherits it). When
-//! the write end closes, the watchdog runs `pg_ctl stop -m immediate -w` (as
-//! the server user) and `rm -rf`s the temp directory. The write end closes
+//! Statics are never dropped, so every cluster (shared or private) is stopped
+//! by a watchdog of its own: a `sh` started (in its own process group,
+//! ignoring INT/TERM/HUP/QUIT) before `initdb`, blocked in `cat` on a pipe
+//! whose only write end the test process holds (Rust creates it
+//! close-on-exec, so no other child inherits it). When the write end closes,
+//! the watchdog runs `pg_ctl stop -m immediate -w` (as the server user) if
+//! the server runs and `rm -rf`s the temp directory. The write end closes
 //! when the test process dies in any way (panic=abort, SIGKILL, Ctrl-C). On a
 //! normal exit (including `process::exit(101)` after failed tests) an
-//! `atexit` hook closes it and *waits* for the watchdog, so no `postgres`
-//! process or temp dir is left once `cargo test` returns.
+//! `atexit` hook closes the write ends of all clusters still there and
+//! *waits* for their watchdogs, so no `postgres` process or temp dir is left
+//! once `cargo test` returns. Dropping a private [`Cluster`] does the same
+//! for that cluster at once.
 //!
 //! Databases made by [`TestDb::create`] are dropped `WITH (FORCE)` when the
 //! `TestDb` is dropped; roles made by [`TestRole::create`] likewise.
@@ -86,7 +102,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, mpsc};
+use std::sync::{LazyLock, Mutex, Once, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
@@ -312,14 +328,14 @@ pub fn tls_ca_file() -> Option<PathBuf> {
         Kind::External(_) => std::env::var_os(EXTERNAL_TLS_CA_ENV)
             .filter(|path| !path.is_empty())
             .map(PathBuf::from),
-        Kind::Local { .. } => server().tls_ca.clone(),
+        Kind::Local(_) => server().tls_ca.clone(),
     }
 }
 
 /// Whether the server is the harness's own throwaway cluster, whose TLS
 /// certificate names only `localhost` and whose `pg_hba.conf` is known.
 pub fn is_throwaway_cluster() -> bool {
-    matches!(server().kind, Kind::Local { .. })
+    matches!(server().kind, Kind::Local(_))
 }
 
 /// A fresh self-signed CA certificate (PEM) that has signed nothing: a
@@ -339,7 +355,7 @@ pub fn tcp_host() -> String {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "127.0.0.1".to_owned()),
-        Kind::Local { .. } => "127.0.0.1".to_owned(),
+        Kind::Local(_) => "127.0.0.1".to_owned(),
     }
 }
 
@@ -509,24 +525,21 @@ struct Server {
 
 enum Kind {
     External(String),
-    Local { socket_dir: PathBuf, port: u16 },
+    Local(Cluster),
 }
 
 impl Server {
     fn url_for_db(&self, dbname: &str) -> String {
         match &self.kind {
             Kind::External(url) => with_dbname(url, dbname),
-            Kind::Local { socket_dir, port } => format!(
-                "host={} port={port} user={SUPERUSER} dbname={dbname}",
-                socket_dir.display()
-            ),
+            Kind::Local(cluster) => cluster.url(dbname),
         }
     }
 
     fn admin_url(&self) -> String {
         match &self.kind {
             Kind::External(url) => url.clone(),
-            Kind::Local { .. } => self.url_for_db("postgres"),
+            Kind::Local(_) => self.url_for_db("postgres"),
         }
     }
 }
@@ -545,7 +558,15 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| match std::env::var(EXTERNAL_
             hba_groups: false,
         }
     }
-    _ => start_local_cluster(),
+    _ => {
+        let (cluster, tls) = Cluster::start(Flavor::Shared);
+        Server {
+            tcp_port: Some(cluster.port),
+            tls_ca: tls.map(|files| files.ca),
+            hba_groups: true,
+            kind: Kind::Local(cluster),
+        }
+    }
 });
 
 fn server() -> &'static Server {
@@ -759,25 +780,61 @@ fn make_base_dir(runner: &Runner) -> PathBuf {
 
 // --- watchdog ---------------------------------------------------------------
 
-/// The watchdog and the write end of its stdin pipe (see the module docs).
-static WATCHDOG: Mutex<Option<(ChildStdin, Child)>> = Mutex::new(None);
+/// A running watchdog and the write end of its stdin pipe (see the module
+/// docs), keyed by the id its [`Cluster`] holds.
+struct Watchdog {
+    id: u64,
+    stdin: ChildStdin,
+    child: Child,
+}
+
+/// The watchdogs of every cluster this process started and has not dropped.
+static WATCHDOGS: Mutex<Vec<Watchdog>> = Mutex::new(Vec::new());
+static WATCHDOG_IDS: AtomicU64 = AtomicU64::new(0);
+static ATEXIT: Once = Once::new();
 
 unsafe extern "C" {
     /// libc's `atexit(3)`; registering a plain function is safe.
     safe fn atexit(callback: extern "C" fn()) -> c_int;
 }
 
-/// Runs at normal process exit: close the pipe and wait for the watchdog to
-/// stop the server and remove the temp dir. Must not panic.
-extern "C" fn stop_cluster_at_exit() {
-    let taken = match WATCHDOG.lock() {
-        Ok(mut guard) => guard.take(),
-        Err(poisoned) => poisoned.into_inner().take(),
-    };
-    if let Some((stdin, mut child)) = taken {
-        drop(stdin);
+/// Closes the pipes of `watchdogs` (all at once, so the clusters stop in
+/// parallel) and waits for each watchdog to finish. Must not panic.
+fn finish_watchdogs(watchdogs: Vec<Watchdog>) {
+    let children: Vec<Child> = watchdogs
+        .into_iter()
+        .map(|Watchdog { stdin, child, .. }| {
+            drop(stdin);
+            child
+        })
+        .collect();
+    for mut child in children {
         let _ = child.wait();
     }
+}
+
+fn watchdogs() -> std::sync::MutexGuard<'static, Vec<Watchdog>> {
+    WATCHDOGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs at normal process exit: close the pipes and wait for the watchdogs
+/// to stop the servers and remove the temp dirs. Must not panic.
+extern "C" fn stop_clusters_at_exit() {
+    let taken = std::mem::take(&mut *watchdogs());
+    finish_watchdogs(taken);
+}
+
+/// Stops the cluster of watchdog `id` (if still running) and removes its
+/// temp dir, waiting for both.
+fn stop_watchdog(id: u64) {
+    let taken: Vec<Watchdog> = {
+        let mut guard = watchdogs();
+        match guard.iter().position(|w| w.id == id) {
+            Some(index) => vec![guard.remove(index)],
+            None => Vec::new(),
+        }
+    };
+    finish_watchdogs(taken);
 }
 
 const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT QUIT TERM PIPE
@@ -791,7 +848,15 @@ fi
 rm -rf "$base"
 "#;
 
-fn spawn_watchdog(base: &Path, data: &Path, runner: &Runner, pg_ctl: &Path) {
+/// Starts the watchdog of a cluster in `base` and returns its id.
+fn spawn_watchdog(base: &Path, data: &Path, runner: &Runner, pg_ctl: &Path) -> u64 {
+    ATEXIT.call_once(|| {
+        assert_eq!(
+            atexit(stop_clusters_at_exit),
+            0,
+            "atexit() failed to register the cluster cleanup"
+        );
+    });
     // Paths and the wrapper go in as positional parameters: no quoting.
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -811,30 +876,12 @@ fn spawn_watchdog(base: &Path, data: &Path, runner: &Runner, pg_ctl: &Path) {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the cleanup watchdog (/bin/sh): {e}"));
     let stdin = child.stdin.take().expect("watchdog stdin is piped");
-    let mut guard = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
-    assert!(guard.is_none(), "watchdog started twice");
-    *guard = Some((stdin, child));
-    drop(guard);
-    assert_eq!(
-        atexit(stop_cluster_at_exit),
-        0,
-        "atexit() failed to register the cluster cleanup"
-    );
+    let id = WATCHDOG_IDS.fetch_add(1, Ordering::Relaxed);
+    watchdogs().push(Watchdog { id, stdin, child });
+    id
 }
 
 // --- cluster ------------------------------------------------------------------
-
-fn check_output(what: &str, out: std::io::Result<Output>) {
-    let out = out.unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{what} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 /// First port at or after `start` (within 15000..30000) that is free on
 /// 127.0.0.1.
@@ -861,25 +908,69 @@ fn read_from(path: &Path, offset: u64) -> String {
     text
 }
 
-fn start_local_cluster() -> Server {
-    let bindir = find_bindir();
-    let initdb = bindir.join("initdb");
-    let pg_ctl = bindir.join("pg_ctl");
-    let runner = Runner::detect();
-    let base = make_base_dir(&runner);
-    let data = base.join("data");
-    let log = base.join("server.log");
+/// Which of the two kinds of cluster [`Cluster::start`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// The shared server: TCP on 127.0.0.1 with TLS and the `pg_hba.conf`
+    /// groups, `synchronous_commit = off`, 200 connections.
+    Shared,
+    /// [`start_private`]: Unix socket only, no TLS, initdb's `pg_hba.conf`,
+    /// `synchronous_commit` on, 60 connections.
+    Private,
+}
 
-    // Before anything can be left behind.
-    spawn_watchdog(&base, &data, &runner, &pg_ctl);
+/// A throwaway PostgreSQL cluster this process started: initdb'd into a fresh
+/// `/tmp/astegni-pg-*` directory, run as the server user when root, cleaned
+/// up by a watchdog (see the module docs). The shared server is one (never
+/// dropped: the watchdog stops it at exit); [`start_private`] makes another,
+/// which is also stopped and removed, waiting, when it is dropped.
+pub struct Cluster {
+    base: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    pg_ctl: PathBuf,
+    runner: Runner,
+    port: u16,
+    watchdog: u64,
+}
 
-    check_output(
-        &format!("initdb ({})", initdb.display()),
-        runner
-            .command(&initdb, &base)
-            .arg("-D")
-            .arg(&data)
-            .args([
+/// Starts a private cluster of this test process, for tests that restart or
+/// stop the server (never the shared one other tests use). It is made like
+/// the shared one (same binaries, user, temp dir, watchdog and settings) but
+/// listens only on a Unix socket in its own directory, has no TLS, allows 60
+/// connections and keeps `synchronous_commit` on, so that a commit a client
+/// saw acknowledged survives an immediate (crash) stop (`fsync = off` is
+/// still safe: only the server is ever killed, never the machine). Stopped
+/// and removed when dropped, or by the watchdog when the process ends.
+pub fn start_private() -> Cluster {
+    Cluster::start(Flavor::Private).0
+}
+
+impl Cluster {
+    fn start(flavor: Flavor) -> (Cluster, Option<TlsFiles>) {
+        let bindir = find_bindir();
+        let initdb = bindir.join("initdb");
+        let pg_ctl = bindir.join("pg_ctl");
+        let runner = Runner::detect();
+        let base = make_base_dir(&runner);
+        let data = base.join("data");
+        let log = base.join("server.log");
+
+        // Before anything can be left behind.
+        let watchdog = spawn_watchdog(&base, &data, &runner, &pg_ctl);
+        // From here on, dropping `cluster` (also on a panic) cleans up.
+        let mut cluster = Cluster {
+            base,
+            data,
+            log,
+            pg_ctl,
+            runner,
+            port: 0,
+            watchdog,
+        };
+
+        cluster.server_command(&initdb, |cmd| {
+            cmd.arg("-D").arg(&cluster.data).args([
                 "-U",
                 SUPERUSER,
                 "-A",
@@ -888,100 +979,222 @@ fn start_local_cluster() -> Server {
                 "-E",
                 "UTF8",
                 "--locale=C",
-            ])
-            .output(),
-    );
+            ]);
+        });
 
-    // Edited as root when dropping privileges: writing to existing files
-    // keeps their owner.
-    let tls = write_tls_files(&base, &runner);
-
-    // First match wins: the two groups get their one kind of TCP connection
-    // and are rejected on the other; everyone else may use either.
-    fs::write(
-        data.join("pg_hba.conf"),
-        format!(
-            "# written by the test harness (tests/common/mod.rs)\n\
-             local     all all                 trust\n\
-             hostssl   all +{TLS_ONLY_GROUP}   127.0.0.1/32 scram-sha-256\n\
-             host      all +{TLS_ONLY_GROUP}   127.0.0.1/32 reject\n\
-             hostnossl all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 scram-sha-256\n\
-             host      all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 reject\n\
-             host      all all                 127.0.0.1/32 scram-sha-256\n"
-        ),
-    )
-    .unwrap_or_else(|e| panic!("writing pg_hba.conf: {e}"));
-    let settings = format!(
-        "\n# added by the test harness (tests/common/mod.rs)\n\
-         listen_addresses = '127.0.0.1'\n\
-         unix_socket_directories = '{}'\n\
-         unix_socket_permissions = 0777\n\
-         max_connections = 200\n\
-         shared_buffers = 32MB\n\
-         fsync = off\n\
-         synchronous_commit = off\n\
-         full_page_writes = off\n\
-         password_encryption = 'scram-sha-256'\n\
-         timezone = 'UTC'\n\
-         log_timezone = 'UTC'\n\
-         logging_collector = off\n\
-         ssl = on\n\
-         ssl_cert_file = '{}'\n\
-         ssl_key_file = '{}'\n",
-        base.display(),
-        tls.certificate.display(),
-        tls.key.display(),
-    );
-    fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.conf"))
-        .and_then(|mut f| f.write_all(settings.as_bytes()))
-        .unwrap_or_else(|e| panic!("appending to postgresql.conf: {e}"));
-
-    // Port: derived from the pid, moved on while taken on 127.0.0.1. The
-    // probe-then-start race with another process is handled by retrying.
-    let mut port = free_port_from(15000 + (std::process::id() % 15000) as u16);
-    for attempt in 1..=10 {
-        let log_offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let out = runner
-            .command(&pg_ctl, &base)
-            .args(["start", "-w", "-t", "120", "-s", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .arg("-o")
-            .arg(format!("-p {port}"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_ctl.display()));
-        if out.status.success() {
-            let admin = format!(
-                "host={} port={port} user={SUPERUSER} dbname=postgres",
-                base.display()
-            );
-            create_hba_groups(&admin);
-            return Server {
-                kind: Kind::Local {
-                    socket_dir: base,
-                    port,
-                },
-                tcp_port: Some(port),
-                tls_ca: Some(tls.ca),
-                hba_groups: true,
-            };
-        }
-        let log_text = read_from(&log, log_offset);
-        if attempt < 10 && log_text.contains("could not bind") {
-            port = free_port_from(if port >= 29999 { 15000 } else { port + 1 });
-            continue;
-        }
-        panic!(
-            "pg_ctl start failed ({}) for {}\n--- pg_ctl stderr ---\n{}\n--- server log ---\n{log_text}",
-            out.status,
-            data.display(),
-            String::from_utf8_lossy(&out.stderr)
+        // Edited as root when dropping privileges: writing to existing files
+        // keeps their owner.
+        let tls = (flavor == Flavor::Shared).then(|| {
+            let tls = write_tls_files(&cluster.base, &cluster.runner);
+            cluster.write_shared_hba();
+            tls
+        });
+        let (listen, max_connections) = match flavor {
+            Flavor::Shared => ("127.0.0.1", 200),
+            Flavor::Private => ("", 60),
+        };
+        let mut settings = format!(
+            "\n# added by the test harness (tests/common/mod.rs)\n\
+             listen_addresses = '{listen}'\n\
+             unix_socket_directories = '{}'\n\
+             unix_socket_permissions = 0777\n\
+             max_connections = {max_connections}\n\
+             shared_buffers = 32MB\n\
+             fsync = off\n\
+             full_page_writes = off\n\
+             password_encryption = 'scram-sha-256'\n\
+             timezone = 'UTC'\n\
+             log_timezone = 'UTC'\n\
+             logging_collector = off\n",
+            cluster.base.display(),
         );
+        if let Some(tls) = &tls {
+            settings.push_str(&format!(
+                "synchronous_commit = off\n\
+                 ssl = on\n\
+                 ssl_cert_file = '{}'\n\
+                 ssl_key_file = '{}'\n",
+                tls.certificate.display(),
+                tls.key.display(),
+            ));
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(settings.as_bytes()))
+            .unwrap_or_else(|e| panic!("appending to postgresql.conf: {e}"));
+
+        // Port: derived from the pid, moved on while taken on 127.0.0.1. The
+        // probe-then-start race with another process is handled by retrying.
+        // (A private cluster binds no TCP port; its number only names the
+        // socket in its own directory.)
+        cluster.port = free_port_from(15000 + (std::process::id() % 15000) as u16);
+        for attempt in 1..=10 {
+            let log_offset = fs::metadata(&cluster.log).map(|m| m.len()).unwrap_or(0);
+            let out = cluster.pg_ctl_output(&["start", "-w", "-t", "120"]);
+            if out.status.success() {
+                if flavor == Flavor::Shared {
+                    create_hba_groups(&cluster.url("postgres"));
+                }
+                return (cluster, tls);
+            }
+            let log_text = read_from(&cluster.log, log_offset);
+            if attempt < 10 && log_text.contains("could not bind") {
+                let port = cluster.port;
+                cluster.port = free_port_from(if port >= 29999 { 15000 } else { port + 1 });
+                continue;
+            }
+            panic!(
+                "pg_ctl start failed ({}) for {}\n--- pg_ctl stderr ---\n{}\n--- server log ---\n{log_text}",
+                out.status,
+                cluster.data.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        unreachable!("the last attempt either returns or panics");
     }
-    unreachable!("the last attempt either returns or panics");
+
+    /// First match wins: the two groups get their one kind of TCP connection
+    /// and are rejected on the other; everyone else may use either.
+    fn write_shared_hba(&self) {
+        fs::write(
+            self.data.join("pg_hba.conf"),
+            format!(
+                "# written by the test harness (tests/common/mod.rs)\n\
+                 local     all all                 trust\n\
+                 hostssl   all +{TLS_ONLY_GROUP}   127.0.0.1/32 scram-sha-256\n\
+                 host      all +{TLS_ONLY_GROUP}   127.0.0.1/32 reject\n\
+                 hostnossl all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 scram-sha-256\n\
+                 host      all +{PLAIN_ONLY_GROUP} 127.0.0.1/32 reject\n\
+                 host      all all                 127.0.0.1/32 scram-sha-256\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing pg_hba.conf: {e}"));
+    }
+
+    /// Runs a server-side program (as the server user when root); panics
+    /// with its output and the server log if it fails.
+    fn server_command(&self, program: &Path, args: impl FnOnce(&mut Command)) {
+        let mut cmd = self.runner.command(program, &self.base);
+        args(&mut cmd);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        if !out.status.success() {
+            panic!(
+                "{} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server log ---\n{}",
+                program.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
+        }
+    }
+
+    /// `pg_ctl <args> -s -D <data> -l <log> -o "-p <port>"`.
+    fn pg_ctl_output(&self, args: &[&str]) -> Output {
+        self.runner
+            .command(&self.pg_ctl, &self.base)
+            .args(args)
+            .arg("-s")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .arg("-o")
+            .arg(format!("-p {}", self.port))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.pg_ctl.display()))
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = self.pg_ctl_output(args);
+        if !out.status.success() {
+            panic!(
+                "pg_ctl {} failed ({}) for {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server log ---\n{}",
+                args.join(" "),
+                out.status,
+                self.data.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
+        }
+    }
+
+    /// `pg_ctl restart -m <mode>`: `fast` terminates every session cleanly,
+    /// `immediate` is a crash followed by recovery.
+    pub fn restart(&self, mode: &str) {
+        self.pg_ctl(&["restart", "-w", "-t", "120", "-m", mode]);
+    }
+
+    /// `pg_ctl stop -m <mode>`.
+    pub fn stop(&self, mode: &str) {
+        self.pg_ctl(&["stop", "-w", "-t", "120", "-m", mode]);
+    }
+
+    /// `pg_ctl start` after [`Cluster::stop`].
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start", "-w", "-t", "120"]);
+    }
+
+    /// Conninfo for database `dbname` as the superuser, over the socket.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={SUPERUSER} dbname={dbname}",
+            self.base.display(),
+            self.port
+        )
+    }
+
+    /// The directory holding the Unix socket (and everything else).
+    pub fn socket_dir(&self) -> &Path {
+        &self.base
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// New superuser connection to database `postgres`.
+    pub fn admin(&self) -> Client {
+        connect(&self.url("postgres"))
+    }
+
+    /// Creates (or recreates) an empty database; returns its conninfo.
+    pub fn create_db(&self, name: &str) -> String {
+        let mut admin = self.admin();
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+        }
+        self.url(name)
+    }
+
+    /// Drops a database if it exists; errors (also a stopped server) are
+    /// ignored.
+    pub fn drop_db(&self, name: &str) {
+        if let Ok(mut admin) = Client::connect(&self.url("postgres"), NoTls) {
+            let _ =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+        }
+    }
+
+    /// The server log, for failure messages.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        stop_watchdog(self.watchdog);
+    }
 }
 
 /// Creates [`TLS_ONLY_GROUP`] and [`PLAIN_ONLY_GROUP`] (the cluster is new).

@@ -13,7 +13,8 @@
 //! * [`invariants`]: the one checker every trial uses: a snapshot of what is due before the run,
 //!   then SQL checks of the invariants after the fault, and after the rerun.
 //! * [`job`]: the binary as a child process that can be `kill -9`ed, with progress polling.
-//! * [`cluster`]: a private PostgreSQL cluster a test may restart or stop.
+//! * [`cluster`]: a private PostgreSQL cluster a test may restart or stop (the harness's
+//!   [`crate::common::start_private`]).
 
 #![allow(dead_code)]
 
