@@ -19,7 +19,7 @@ use postgres::Client;
 use crate::report::Report;
 use crate::schema::Schema;
 use accounts::AccountWork;
-use drain::{BatchSizer, TARGET_TRANSACTION, drain};
+use drain::drain;
 use roles::{ProfileWork, RoleRequestWork};
 
 /// What the run may do.
@@ -165,9 +165,8 @@ pub fn approve(
     for missing in users.iter().filter(|id| !existing.contains(id)) {
         report.failed(&format!("account of user {missing}"), "no such user");
     }
-    let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
     let work = AccountWork::approved(schema, options.audit, &existing);
-    drain(client, &work, report, &mut sizer, options.lock_timeout)?;
+    drain(client, &work, report, options.lock_timeout)?;
     let remaining: Vec<i64> = client
         .query(statements::EXISTING_USERS, &[&existing])
         .context("cannot read users")?
@@ -213,13 +212,11 @@ impl Mode<Client> for Live {
         options: &Options,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
         for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
             drain(
                 client,
                 &ProfileWork::new(schema, profile, options.audit),
                 report,
-                &mut sizer,
                 options.lock_timeout,
             )?;
         }
@@ -230,7 +227,7 @@ impl Mode<Client> for Live {
         {
             let work = RoleRequestWork::new(schema, options.audit);
             work.report_unknown_roles(client, report)?;
-            drain(client, &work, report, &mut sizer, options.lock_timeout)?;
+            drain(client, &work, report, options.lock_timeout)?;
         }
         Ok(())
     }
@@ -242,9 +239,8 @@ impl Mode<Client> for Live {
         options: &Options,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
         let work = AccountWork::automatic(schema, options.audit, options.hold.as_deref());
-        drain(client, &work, report, &mut sizer, options.lock_timeout)
+        drain(client, &work, report, options.lock_timeout)
     }
 }
 
