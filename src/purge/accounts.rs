@@ -16,7 +16,7 @@ use std::time::Instant;
 use postgres::Client;
 
 use super::drain::Work;
-use super::locks::{busy_among, ids, lock_users, wait_for_rows, wait_for_user};
+use super::locks::{ids, lock_users, wait_for_rows, wait_for_user};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -137,10 +137,9 @@ impl Work for AccountWork<'_> {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        let mut transaction = client.transaction()?;
-        let due = busy_among(&mut transaction, wanted, &BTreeSet::new(), &self.still_due)?;
-        transaction.commit()?;
-        Ok(due)
+        Ok(ids(client.query(&self.still_due, &[&wanted])?)
+            .into_iter()
+            .collect())
     }
 
     fn wait_until_free(
