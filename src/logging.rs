@@ -95,10 +95,8 @@ fn write_stderr_line(record: &Record) {
         Level::Warn => "warning: ",
         _ => "",
     };
-    // stderr is unbuffered; a failed write has nowhere better to be reported.
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "{IDENTIFIER}: {level}{}",
-        record.args()
-    );
+    // stderr is unbuffered: format the line first, so that it goes out in one `write`
+    // (writeln! would make one per piece). A failed write has nowhere better to be reported.
+    let line = format!("{IDENTIFIER}: {level}{}\n", record.args());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }

@@ -10,14 +10,21 @@
 //!
 //! Each deletion is also one journal entry with the fields `DELETION_TYPE`, `ROLE`,
 //! `USER_ID`, `PROFILE_ID` and `USER_EMAIL`; the run ends with one summary entry whose
-//! `MESSAGE_ID` is [`SUMMARY_MESSAGE_ID`]. A report file that cannot be written (disk full,
+//! `MESSAGE_ID` is [`SUMMARY_MESSAGE_ID`], with the counts, `DURATION_MS` and
+//! `LONGEST_TRANSACTION_MS` (the longest of our transactions that locked rows: the live app
+//! never waited on us for longer). A report file that cannot be written (disk full,
 //! permissions) costs the report, never the run or the journal: the first write error is
 //! logged as a warning and the rest of the report is dropped.
+//!
+//! The report is buffered and flushed after every batch ([`Report::flush`]) and at the end:
+//! one `write` per batch instead of one per line (the dry run of 100k rows spent a tenth of
+//! its time in `write`). A line is in the report at most one batch after its deletion
+//! committed; the journal entry is sent at once.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::EmailPolicy;
 use crate::logging::FINAL;
@@ -59,12 +66,13 @@ pub enum Ending<'a> {
 
 /// The report writer and the run's counters.
 pub struct Report {
-    out: Box<dyn Write>,
+    out: BufWriter<Box<dyn Write>>,
     out_name: String,
     write_failed: bool,
     dry_run: bool,
     emails: EmailPolicy,
     started: Instant,
+    longest_transaction: Duration,
     transcript: Vec<String>,
     transcript_omitted: usize,
     pub roles: u64,
@@ -93,12 +101,13 @@ impl Report {
             },
         };
         Report {
-            out,
+            out: BufWriter::with_capacity(64 * 1024, out),
             out_name,
             write_failed: false,
             dry_run,
             emails,
             started: Instant::now(),
+            longest_transaction: Duration::ZERO,
             transcript: Vec::new(),
             transcript_omitted: 0,
             roles: 0,
@@ -148,14 +157,33 @@ impl Report {
         if self.write_failed {
             return;
         }
-        if let Err(error) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
-            self.write_failed = true;
-            log::warn!(
-                "cannot write the run report to {}: {error}; the journal still records every \
-                 deletion",
-                self.out_name
-            );
+        if let Err(error) = writeln!(self.out, "{line}") {
+            self.write_error(&error);
         }
+    }
+
+    /// Writes out the buffered lines: after every batch, and at the end.
+    pub fn flush(&mut self) {
+        if self.write_failed {
+            return;
+        }
+        if let Err(error) = self.out.flush() {
+            self.write_error(&error);
+        }
+    }
+
+    fn write_error(&mut self, error: &std::io::Error) {
+        self.write_failed = true;
+        log::warn!(
+            "cannot write the run report to {}: {error}; the journal still records every \
+             deletion",
+            self.out_name
+        );
+    }
+
+    /// Records how long one of our transactions held its locks.
+    pub fn transaction_took(&mut self, elapsed: Duration) {
+        self.longest_transaction = self.longest_transaction.max(elapsed);
     }
 
     /// The opening banner with `title`.
@@ -255,6 +283,7 @@ impl Report {
         self.blank();
         self.line(RULE);
         self.line(&last);
+        self.flush();
         let broke_off = matches!(ending, Ending::BrokeOff(_));
         let summary = format!("Run summary: {last}");
         let fields = (
@@ -263,19 +292,21 @@ impl Report {
             self.failed,
             self.dry_run,
             duration_ms,
+            self.longest_transaction.as_millis() as u64,
+            self.held,
         );
         if broke_off || self.failed > 0 {
             log::error!(
                 target: FINAL, message_id = SUMMARY_MESSAGE_ID, roles_deleted = fields.0,
                 accounts_deleted = fields.1, failed = fields.2, dry_run = fields.3,
-                duration_ms = fields.4;
+                duration_ms = fields.4, longest_transaction_ms = fields.5, held = fields.6;
                 "{summary}"
             );
         } else {
             log::info!(
                 target: FINAL, message_id = SUMMARY_MESSAGE_ID, roles_deleted = fields.0,
                 accounts_deleted = fields.1, failed = fields.2, dry_run = fields.3,
-                duration_ms = fields.4;
+                duration_ms = fields.4, longest_transaction_ms = fields.5, held = fields.6;
                 "{summary}"
             );
         }

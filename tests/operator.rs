@@ -292,6 +292,26 @@ fn held_accounts_wait_for_approval() {
 }
 
 #[test]
+fn approving_only_unknown_users_deletes_nothing_and_says_so() {
+    let astegni = Astegni::new("approveunknown");
+    let (profile, leaver, rich) = scene(&astegni);
+    let (code, stdout, stderr) = astegni.run(&["approve", "987654", "987655"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    for user in ["987654", "987655"] {
+        assert!(
+            stdout.contains(&format!("[FAILED] account of user {user}: no such user")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.ends_with("COMPLETED: 0 roles and 0 accounts deleted, 2 failed\n"),
+        "{stdout}"
+    );
+    assert!(astegni.exists("tutor_profiles", profile));
+    assert!(astegni.exists("users", leaver) && astegni.exists("users", rich));
+}
+
+#[test]
 fn an_invalid_hold_rule_is_a_configuration_error() {
     let astegni = Astegni::new("badhold");
     scene(&astegni);

@@ -14,9 +14,11 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use postgres::Client;
+use postgres::types::Type;
 
+use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{ids, lock_users, wait_for_rows, wait_for_user};
+use super::locks::{by_ids, by_ids_and, ids, lock_users, wait_for_rows, wait_for_user};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -24,9 +26,9 @@ use crate::schema::Schema;
 /// Accounts that are due: all but the held ones, or (for `approve`) the listed ones.
 pub struct AccountWork<'a> {
     schema: &'a Schema,
-    /// For `approve`: the users to consider; empty otherwise.
-    approved: Vec<i64>,
-    candidates: String,
+    /// For `approve`: the users to consider.
+    approved: Option<Vec<i64>>,
+    due: String,
     still_due: String,
     delete: String,
 }
@@ -34,24 +36,24 @@ pub struct AccountWork<'a> {
 impl<'a> AccountWork<'a> {
     /// The daily run's accounts, leaving those the hold rule matches.
     pub fn automatic(schema: &'a Schema, audit: bool, hold: Option<&str>) -> AccountWork<'a> {
-        AccountWork::new(schema, audit, Selection::Automatic { hold }, Vec::new())
+        AccountWork::new(schema, audit, Selection::Automatic { hold }, None)
     }
 
     /// The accounts of `users` that are due, held or not, audited as not automated.
     pub fn approved(schema: &'a Schema, audit: bool, users: &[i64]) -> AccountWork<'a> {
-        AccountWork::new(schema, audit, Selection::Approved, users.to_vec())
+        AccountWork::new(schema, audit, Selection::Approved, Some(users.to_vec()))
     }
 
     fn new(
         schema: &'a Schema,
         audit: bool,
         selection: Selection,
-        approved: Vec<i64>,
+        approved: Option<Vec<i64>>,
     ) -> AccountWork<'a> {
         AccountWork {
             schema,
             approved,
-            candidates: sql::account_candidates(schema, selection),
+            due: sql::due_accounts(schema, selection),
             still_due: sql::still_due_accounts(schema),
             delete: sql::delete_accounts(schema, audit, selection),
         }
@@ -69,7 +71,7 @@ impl<'a> AccountWork<'a> {
         if self.schema.requests.is_none() || users.is_empty() {
             return Ok((locked, busy_users));
         }
-        for row in transaction.query(sql::LOCK_PENDING_REQUESTS, &[&users])? {
+        for row in by_ids(transaction, sql::LOCK_PENDING_REQUESTS, users)? {
             if row.get::<_, bool>(2) {
                 locked.push(row.get::<_, i64>(0));
             } else {
@@ -89,18 +91,11 @@ impl Work for AccountWork<'_> {
         format!("account of user {id}")
     }
 
-    fn candidates(
-        &self,
-        client: &mut Client,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>, postgres::Error> {
-        let rows = if self.approved.is_empty() {
-            client.query(&self.candidates, &[&after, &limit])?
-        } else {
-            client.query(&self.candidates, &[&after, &limit, &self.approved])?
-        };
-        Ok(ids(rows).into_iter().collect())
+    fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
+        match &self.approved {
+            Some(users) => DueIds::declare(client, &self.due, &[users]),
+            None => DueIds::declare(client, &self.due, &[]),
+        }
     }
 
     fn attempt(
@@ -126,8 +121,14 @@ impl Work for AccountWork<'_> {
             .collect();
         let deleted = match (ready.is_empty(), self.schema.requests.is_some()) {
             (true, _) => Vec::new(),
-            (false, true) => transaction.query(&self.delete, &[&ready, &requests])?,
-            (false, false) => transaction.query(&self.delete, &[&ready])?,
+            (false, true) => by_ids_and(
+                &mut transaction,
+                &self.delete,
+                &ready,
+                &requests,
+                Type::INT8_ARRAY,
+            )?,
+            (false, false) => by_ids(&mut transaction, &self.delete, &ready)?,
         };
         transaction.commit()?;
         for row in &deleted {
@@ -137,7 +138,7 @@ impl Work for AccountWork<'_> {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(client.query(&self.still_due, &[&wanted])?)
+        Ok(ids(by_ids(client, &self.still_due, wanted)?)
             .into_iter()
             .collect())
     }

@@ -1,10 +1,11 @@
 //! Finding and deleting what is due: role profiles first ([1/2]), then whole accounts ([2/2]).
 //!
-//! The submodules: `statements` builds the SQL from the detected schema, `drain` runs the
-//! batches for any kind of work, `locks` takes the row locks of one attempt, `roles` and
-//! `accounts` are the two kinds of work, and `preview` is the dry run.
+//! The submodules: `statements` builds the SQL from the detected schema, `cursor` reads the
+//! ids due, `drain` runs the batches for any kind of work, `locks` takes the row locks of one
+//! attempt, `roles` and `accounts` are the two kinds of work, and `preview` is the dry run.
 
 mod accounts;
+mod cursor;
 mod drain;
 mod locks;
 mod preview;
@@ -213,12 +214,8 @@ impl Mode<Client> for Live {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
-            drain(
-                client,
-                &ProfileWork::new(schema, profile, options.audit),
-                report,
-                options.lock_timeout,
-            )?;
+            let work = ProfileWork::new(schema, profile, options.audit);
+            drain(client, &work, report, options.lock_timeout)?;
         }
         if schema
             .requests

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use postgres::Client;
+use postgres::types::Type;
 
+use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{busy_among, ids, lock_users, wait_for_rows, wait_for_user};
+use super::locks::{busy_among, by_ids, by_ids_and, ids, lock_users, wait_for_rows, wait_for_user};
 use super::statements as sql;
 use crate::report::{Deletion, Report};
 use crate::schema::{ProfileTable, Schema};
@@ -20,7 +22,7 @@ use crate::schema::{ProfileTable, Schema};
 /// Profiles of one role table that are due by themselves.
 pub struct ProfileWork<'a> {
     profile: &'a ProfileTable,
-    candidates: String,
+    due: String,
     lock: String,
     still_due: String,
     delete: String,
@@ -30,7 +32,7 @@ impl<'a> ProfileWork<'a> {
     pub fn new(schema: &'a Schema, profile: &'a ProfileTable, audit: bool) -> ProfileWork<'a> {
         ProfileWork {
             profile,
-            candidates: sql::profile_candidates(profile),
+            due: sql::due_profiles(profile),
             lock: sql::lock_profiles(profile),
             still_due: sql::still_due_profiles(profile),
             delete: sql::delete_profiles(schema, profile, audit),
@@ -50,15 +52,8 @@ impl Work for ProfileWork<'_> {
         )
     }
 
-    fn candidates(
-        &self,
-        client: &mut Client,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(client.query(&self.candidates, &[&after, &limit])?)
-            .into_iter()
-            .collect())
+    fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
+        DueIds::declare(client, &self.due, &[])
     }
 
     fn attempt(
@@ -68,8 +63,7 @@ impl Work for ProfileWork<'_> {
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut transaction = client.transaction()?;
-        let locked: Vec<(i64, Option<i64>)> = transaction
-            .query(&self.lock, &[&wanted])?
+        let locked: Vec<(i64, Option<i64>)> = by_ids(&mut transaction, &self.lock, wanted)?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
@@ -85,7 +79,8 @@ impl Work for ProfileWork<'_> {
         let deleted = if ready.is_empty() {
             Vec::new()
         } else {
-            transaction.query(&self.delete, &[&ready, &self.profile.role])?
+            let role = &self.profile.role;
+            by_ids_and(&mut transaction, &self.delete, &ready, role, Type::TEXT)?
         };
         transaction.commit()?;
         report_roles(report, &self.profile.role, &deleted);
@@ -93,7 +88,7 @@ impl Work for ProfileWork<'_> {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(client.query(&self.still_due, &[&wanted])?)
+        Ok(ids(by_ids(client, &self.still_due, wanted)?)
             .into_iter()
             .collect())
     }
@@ -198,7 +193,7 @@ impl RoleRequestWork {
         let mut busy = BTreeSet::new();
         for (role, requests) in by_role {
             let users: Vec<i64> = requests.iter().map(|(_, user)| *user).collect();
-            for row in transaction.query(&self.lock_profiles[role], &[&users])? {
+            for row in by_ids(transaction, &self.lock_profiles[role], &users)? {
                 if !row.get::<_, bool>(1) {
                     busy.insert((role.clone(), row.get::<_, i64>(0)));
                 }
@@ -217,14 +212,8 @@ impl Work for RoleRequestWork {
         format!("role requested by account_deletion_requests {id}")
     }
 
-    fn candidates(
-        &self,
-        client: &mut Client,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>, postgres::Error> {
-        let rows = client.query(sql::ROLE_REQUEST_CANDIDATES, &[&after, &limit, &self.roles])?;
-        Ok(ids(rows).into_iter().collect())
+    fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
+        DueIds::declare(client, sql::DUE_ROLE_REQUESTS, &[&self.roles])
     }
 
     fn attempt(
@@ -234,12 +223,12 @@ impl Work for RoleRequestWork {
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut transaction = client.transaction()?;
-        let locked: Vec<(i64, i64, String)> = transaction
-            .query(sql::LOCK_ROLE_REQUESTS, &[&wanted])?
-            .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .filter(|(_, _, role): &(i64, i64, String)| self.delete.contains_key(role))
-            .collect();
+        let locked: Vec<(i64, i64, String)> =
+            by_ids(&mut transaction, sql::LOCK_ROLE_REQUESTS, wanted)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .filter(|(_, _, role): &(i64, i64, String)| self.delete.contains_key(role))
+                .collect();
         let locked_ids: BTreeSet<i64> = locked.iter().map(|(id, _, _)| *id).collect();
         let mut busy = busy_among(
             &mut transaction,
@@ -268,7 +257,13 @@ impl Work for RoleRequestWork {
             if !ready.is_empty() {
                 deleted.push((
                     role,
-                    transaction.query(&self.delete[role], &[&ready, role])?,
+                    by_ids_and(
+                        &mut transaction,
+                        &self.delete[role],
+                        &ready,
+                        role,
+                        Type::TEXT,
+                    )?,
                 ));
             }
         }
@@ -280,7 +275,7 @@ impl Work for RoleRequestWork {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(client.query(sql::STILL_DUE_ROLE_REQUESTS, &[&wanted])?)
+        Ok(ids(by_ids(client, sql::STILL_DUE_ROLE_REQUESTS, wanted)?)
             .into_iter()
             .collect())
     }

@@ -45,32 +45,51 @@ pub fn account_request_due(schema: &Schema) -> &'static str {
 pub const ROLE_REQUEST_DUE: &str = "r.status = 'pending' AND r.scheduled_deletion_at <= now() \
                                     AND r.delete_user = FALSE";
 
-/// A user whose own row says the account is due ("Leave Astegni"), over alias `u`.
-fn user_due(schema: &Schema) -> &'static str {
+/// A user whose own row says the account is due ("Leave Astegni"), over `alias`.
+fn user_due(schema: &Schema, alias: &str) -> String {
     if schema.users.schedule_type.is_some() {
-        "u.account_status = 'pending_deletion' AND u.scheduled_deletion_at <= now()"
+        format!(
+            "{alias}.account_status = 'pending_deletion' \
+             AND {alias}.scheduled_deletion_at <= now()"
+        )
     } else {
-        "FALSE"
+        "FALSE".to_owned()
     }
 }
 
-/// An account that is due, by its own row or by a request, over alias `u`.
+/// An account that is due, by its own row or by a request, over alias `u`: the form for a
+/// few given users (one probe of the requests per user).
 pub fn account_due(schema: &Schema) -> String {
     match schema.requests {
         Some(_) => format!(
             "({} OR EXISTS (SELECT 1 FROM account_deletion_requests r \
              WHERE r.user_id = u.id AND {}))",
-            user_due(schema),
+            user_due(schema, "u"),
             account_request_due(schema)
         ),
-        None => format!("({})", user_due(schema)),
+        None => format!("({})", user_due(schema, "u")),
     }
 }
 
-/// Profile ids due, after `$1`, at most `$2`: the next batch's candidates.
-pub fn profile_candidates(profile: &ProfileTable) -> String {
+/// An account that is due, over alias `u`: the form for scanning all users. The due users
+/// are computed once as a set (a scan of each table and a hash) instead of probing the
+/// requests once per user: 181 ms against 245-780 ms over 1M users in the benchmark.
+fn account_due_set(schema: &Schema) -> String {
+    match schema.requests {
+        Some(_) => format!(
+            "u.id IN (SELECT u2.id FROM users u2 WHERE {} \
+             UNION ALL SELECT r.user_id FROM account_deletion_requests r WHERE {})",
+            user_due(schema, "u2"),
+            account_request_due(schema)
+        ),
+        None => format!("({})", user_due(schema, "u")),
+    }
+}
+
+/// Every profile id due, ascending: what the role phase goes through for this table.
+pub fn due_profiles(profile: &ProfileTable) -> String {
     format!(
-        "SELECT p.id::bigint FROM {} p WHERE {} AND p.id > $1::bigint ORDER BY p.id LIMIT $2",
+        "SELECT p.id::bigint FROM {} p WHERE {} ORDER BY p.id",
         profile.table.quoted(),
         profile_due(profile)
     )
@@ -219,11 +238,10 @@ pub fn delete_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> 
     )
 }
 
-/// Role-only requests due, after `$1`, at most `$2`.
-pub const ROLE_REQUEST_CANDIDATES: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
+/// Every role-only request due for a role in `$1`, ascending.
+pub const DUE_ROLE_REQUESTS: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
      WHERE r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-     AND r.delete_user = FALSE AND r.role = ANY($3::text[]) AND r.id > $1::bigint \
-     ORDER BY r.id LIMIT $2";
+     AND r.delete_user = FALSE AND r.role = ANY($1::text[]) ORDER BY r.id";
 
 /// Role-only requests due for a role without a profile table `$1`: (request id, user id, role).
 pub const UNKNOWN_ROLE_REQUESTS: &str = "SELECT r.id::bigint, r.user_id::bigint, coalesce(r.role::text, '') \
@@ -292,39 +310,40 @@ fn completed_at(schema: &Schema) -> &'static str {
 pub enum Selection<'a> {
     /// The daily run: every due account except those the hold rule (SQL over `u`) matches.
     Automatic { hold: Option<&'a str> },
-    /// `approve`: only the listed users (`$3` in candidates), held or not.
+    /// `approve`: only the listed users (`$1` in [`due_accounts`]), held or not.
     Approved,
 }
 
-impl Selection<'_> {
-    /// ` AND ...` restricting a query over alias `u`.
-    fn filter(self) -> String {
-        match self {
-            Selection::Automatic { hold: Some(hold) } => {
-                format!(" AND NOT coalesce(({hold}), FALSE)")
-            }
-            Selection::Automatic { hold: None } => String::new(),
-            Selection::Approved => " AND u.id = ANY($3::bigint[])".to_owned(),
-        }
+/// ` AND ...` leaving out the accounts the hold rule (SQL over alias `u`) matches.
+fn not_held(hold: Option<&str>) -> String {
+    match hold {
+        Some(hold) => format!(" AND NOT coalesce(({hold}), FALSE)"),
+        None => String::new(),
     }
 }
 
-/// Users whose account is due, after `$1`, at most `$2`.
-pub fn account_candidates(schema: &Schema, selection: Selection) -> String {
-    format!(
-        "SELECT u.id::bigint FROM users u WHERE {}{} AND u.id > $1::bigint \
-         ORDER BY u.id LIMIT $2",
-        account_due(schema),
-        selection.filter()
-    )
+/// Every user whose account is due, ascending: what the account phase goes through.
+pub fn due_accounts(schema: &Schema, selection: Selection) -> String {
+    match selection {
+        Selection::Automatic { hold } => format!(
+            "SELECT u.id::bigint FROM users u WHERE {}{} ORDER BY u.id",
+            account_due_set(schema),
+            not_held(hold)
+        ),
+        Selection::Approved => format!(
+            "SELECT u.id::bigint FROM users u WHERE u.id = ANY($1::bigint[]) AND {} \
+             ORDER BY u.id",
+            account_due(schema)
+        ),
+    }
 }
 
 /// How many accounts the daily run would delete now (held ones excluded).
 pub fn count_due_accounts(schema: &Schema, hold: Option<&str>) -> String {
     format!(
         "SELECT count(*) FROM users u WHERE {}{}",
-        account_due(schema),
-        Selection::Automatic { hold }.filter()
+        account_due_set(schema),
+        not_held(hold)
     )
 }
 
@@ -334,7 +353,7 @@ pub fn held_accounts(schema: &Schema, hold: &str) -> String {
         "SELECT u.id::bigint, {} FROM users u WHERE {} AND coalesce(({hold}), FALSE) \
          ORDER BY u.id",
         email(schema),
-        account_due(schema)
+        account_due_set(schema)
     )
 }
 
@@ -386,7 +405,7 @@ pub fn delete_accounts(schema: &Schema, audit: bool, selection: Selection) -> St
     };
     // The hold rule is re-checked like everything else; `approve` ids are already in $1.
     let hold = match selection {
-        Selection::Automatic { .. } => selection.filter(),
+        Selection::Automatic { hold } => not_held(hold),
         Selection::Approved => String::new(),
     };
     format!(
@@ -394,7 +413,7 @@ pub fn delete_accounts(schema: &Schema, audit: bool, selection: Selection) -> St
          AND (({}){request_check}){hold} \
          RETURNING u.id::bigint AS user_id, {} AS email){complete}{audited} \
          SELECT user_id, email FROM deleted ORDER BY user_id",
-        user_due(schema),
+        user_due(schema, "u"),
         email(schema)
     )
 }
@@ -430,7 +449,7 @@ pub fn preview_accounts(schema: &Schema, hold: Option<&str>) -> String {
     format!(
         "SELECT u.id::bigint, {} FROM users u WHERE {}{} ORDER BY u.id",
         email(schema),
-        account_due(schema),
-        Selection::Automatic { hold }.filter()
+        account_due_set(schema),
+        not_held(hold)
     )
 }

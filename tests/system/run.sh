@@ -495,9 +495,9 @@ expected_deletions=$(printf '%s\n' \
 check_eq "journal: one entry per deletion with its fields" \
     "$(echo "$expected_deletions" | tr '\n' '|')" "$(echo "$deletions" | tr '\n' '|')"
 summary=$(ct jq -r --arg mid "$SUMMARY_ID" 'select(.MESSAGE_ID == $mid)
-        | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED) dry_run=\(.DRY_RUN) duration_ok=\(.DURATION_MS | test("^[0-9]+$"))"' \
+        | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED) held=\(.HELD) dry_run=\(.DRY_RUN) duration_ok=\(.DURATION_MS | test("^[0-9]+$")) longest_txn_ok=\(.LONGEST_TRANSACTION_MS | test("^[0-9]+$"))"' \
     <"$WORK/run1.json" | sed 's/dry_run=\(false\|0\|no\)/dry_run=false/')
-check_eq "journal: one summary entry" "roles=2 accounts=3 failed=0 dry_run=false duration_ok=true" "$summary"
+check_eq "journal: one summary entry" "roles=2 accounts=3 failed=0 held=0 dry_run=false duration_ok=true longest_txn_ok=true" "$summary"
 check_eq "journal: the job's entries come from uid $svc_uid" "$svc_uid" \
     "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id) | ._UID' <"$WORK/run1.json" | sort -u | tr '\n' ' ' | sed 's/ $//')"
 
