@@ -100,6 +100,33 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
     summary(report, options, roles, "role");
     report.blank();
     report.line("[2/2] Checking for expired account deletions...");
+    let outcome = match over_cap(client, schema, options)? {
+        Some(due) => {
+            refuse_over_cap(report, due, options.max_accounts);
+            Outcome::Capped
+        }
+        None => {
+            let before = report.accounts;
+            mode.accounts(client, schema, options, report)?;
+            let accounts = report.accounts - before;
+            summary(report, options, accounts, "account");
+            Outcome::Completed
+        }
+    };
+    report_held(client, schema, options, report)?;
+    Ok(outcome)
+}
+
+/// How many accounts are due, when that is more than `--max-accounts`. Without a cap
+/// (`--max-accounts 0`) nothing is counted: the count scans `users` and the requests.
+fn over_cap(
+    client: &mut impl postgres::GenericClient,
+    schema: &Schema,
+    options: &Options,
+) -> anyhow::Result<Option<i64>> {
+    if options.max_accounts == 0 {
+        return Ok(None);
+    }
     let due: i64 = client
         .query_one(
             &statements::count_due_accounts(schema, options.hold.as_deref()),
@@ -107,18 +134,7 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
         )
         .context("cannot count the accounts due")?
         .get(0);
-    let outcome = if options.max_accounts > 0 && due as u64 > options.max_accounts {
-        refuse_over_cap(report, due, options.max_accounts);
-        Outcome::Capped
-    } else {
-        let before = report.accounts;
-        mode.accounts(client, schema, options, report)?;
-        let accounts = report.accounts - before;
-        summary(report, options, accounts, "account");
-        Outcome::Completed
-    };
-    report_held(client, schema, options, report)?;
-    Ok(outcome)
+    Ok((due as u64 > options.max_accounts).then_some(due))
 }
 
 /// Reports the due accounts the hold rule keeps for manual review.
