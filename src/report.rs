@@ -285,31 +285,19 @@ impl Report {
         self.line(&last);
         self.flush();
         let broke_off = matches!(ending, Ending::BrokeOff(_));
-        let summary = format!("Run summary: {last}");
-        let fields = (
-            self.roles,
-            self.accounts,
-            self.failed,
-            self.dry_run,
-            duration_ms,
-            self.longest_transaction.as_millis() as u64,
-            self.held,
-        );
-        if broke_off || self.failed > 0 {
-            log::error!(
-                target: FINAL, message_id = SUMMARY_MESSAGE_ID, roles_deleted = fields.0,
-                accounts_deleted = fields.1, failed = fields.2, dry_run = fields.3,
-                duration_ms = fields.4, longest_transaction_ms = fields.5, held = fields.6;
-                "{summary}"
-            );
+        let level = if broke_off || self.failed > 0 {
+            log::Level::Error
         } else {
-            log::info!(
-                target: FINAL, message_id = SUMMARY_MESSAGE_ID, roles_deleted = fields.0,
-                accounts_deleted = fields.1, failed = fields.2, dry_run = fields.3,
-                duration_ms = fields.4, longest_transaction_ms = fields.5, held = fields.6;
-                "{summary}"
-            );
-        }
+            log::Level::Info
+        };
+        let longest_transaction_ms = self.longest_transaction.as_millis() as u64;
+        log::log!(
+            target: FINAL, level, message_id = SUMMARY_MESSAGE_ID, roles_deleted = self.roles,
+            accounts_deleted = self.accounts, failed = self.failed, dry_run = self.dry_run,
+            duration_ms = duration_ms, longest_transaction_ms = longest_transaction_ms,
+            held = self.held;
+            "Run summary: {last}"
+        );
     }
 }
 

@@ -18,7 +18,7 @@ use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{by_ids, by_ids_and, ids, lock_users, wait_for_rows, wait_for_user};
+use super::locks::{by_ids, by_ids_and, lock_users, sorted_ids, wait_for_rows, wait_for_user};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -138,9 +138,7 @@ impl Work for AccountWork<'_> {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(by_ids(client, &self.still_due, wanted)?)
-            .into_iter()
-            .collect())
+        sorted_ids(client, &self.still_due, wanted)
     }
 
     fn wait_until_free(

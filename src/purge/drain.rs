@@ -2,10 +2,10 @@
 //!
 //! A [`Work`] knows how to find the ids due (a server-side cursor, see `cursor`: each row is
 //! tried at most once per pass and memory does not grow with the backlog) and how to attempt
-//! a set of ids in one transaction, with statements it prepared once. [`drain`] runs batches
-//! sized by [`BatchSizer`]; when a batch fails with an error that belongs to a row (a foreign
-//! key that does not cascade, a trigger), it rolls back and retries the batch one row per
-//! transaction, so only the guilty row is reported and the run goes on.
+//! a set of ids in one transaction, one round trip per statement (see `locks`). [`drain`]
+//! runs batches sized by [`BatchSizer`]; when a batch fails with an error that belongs to a
+//! row (a foreign key that does not cascade, a trigger), it rolls back and retries the batch
+//! one row per transaction, so only the guilty row is reported and the run goes on.
 //!
 //! Attempts lock with `SKIP LOCKED`: we never wait for a lock while holding others, so we
 //! never deadlock with the application or with a second run of ours. A batch that runs into

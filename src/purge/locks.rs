@@ -69,9 +69,7 @@ pub fn busy_among(
     if unlocked.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(ids(by_ids(transaction, still_due_sql, &unlocked)?)
-        .into_iter()
-        .collect())
+    sorted_ids(transaction, still_due_sql, &unlocked)
 }
 
 /// Waits, holding nothing else, until `sql` (`SELECT ... FOR UPDATE`) can lock its rows,
@@ -122,6 +120,15 @@ pub fn by_ids(
     ids: &[i64],
 ) -> Result<Vec<Row>, postgres::Error> {
     client.query_typed(sql, &[(&ids, Type::INT8_ARRAY)])
+}
+
+/// The ids [`by_ids`] returns in its first column, ascending and each once.
+pub fn sorted_ids(
+    client: &mut impl GenericClient,
+    sql: &str,
+    wanted: &[i64],
+) -> Result<Vec<i64>, postgres::Error> {
+    Ok(ids(by_ids(client, sql, wanted)?).into_iter().collect())
 }
 
 /// [`by_ids`] with a second parameter `$2` of type `second_type`.

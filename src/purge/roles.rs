@@ -14,7 +14,9 @@ use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{busy_among, by_ids, by_ids_and, ids, lock_users, wait_for_rows, wait_for_user};
+use super::locks::{
+    busy_among, by_ids, by_ids_and, lock_users, sorted_ids, wait_for_rows, wait_for_user,
+};
 use super::statements as sql;
 use crate::report::{Deletion, Report};
 use crate::schema::{ProfileTable, Schema};
@@ -88,9 +90,7 @@ impl Work for ProfileWork<'_> {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(by_ids(client, &self.still_due, wanted)?)
-            .into_iter()
-            .collect())
+        sorted_ids(client, &self.still_due, wanted)
     }
 
     fn wait_until_free(
@@ -275,9 +275,7 @@ impl Work for RoleRequestWork {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        Ok(ids(by_ids(client, sql::STILL_DUE_ROLE_REQUESTS, wanted)?)
-            .into_iter()
-            .collect())
+        sorted_ids(client, sql::STILL_DUE_ROLE_REQUESTS, wanted)
     }
 
     fn wait_until_free(
