@@ -5,8 +5,10 @@
 //! COMMITTED a DELETE that waited for the user's row re-checks only that row; an `EXISTS` on
 //! the requests would still read the old snapshot, and a user who cancelled while we waited
 //! would be deleted anyway. So an attempt first locks the users and *all* their pending
-//! requests (skipping any another transaction holds, and deferring that user), and only then
-//! deletes with the full condition, judging requests by the rows it holds. `ON DELETE
+//! requests, in one statement (skipping any another transaction holds, and deferring that
+//! user), and only then deletes with the full condition, judging requests by the rows it
+//! holds: a statement of its own, whose fresh snapshot sees what was committed to those rows
+//! before they were locked. `ON DELETE
 //! CASCADE` removes the rest of the user's data; requests that survive the cascade are marked
 //! completed in the same statement, next to the audit rows.
 
@@ -18,7 +20,9 @@ use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{by_ids, by_ids_and, lock_users, sorted_ids, wait_for_rows, wait_for_user};
+use super::locks::{
+    by_ids, by_ids_and, lock_users, sorted_ids, users_held_by_others, wait_for_rows, wait_for_user,
+};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -59,26 +63,60 @@ impl<'a> AccountWork<'a> {
         }
     }
 
-    /// Locks the pending requests of `users`; returns the locked request ids and the users
-    /// with a pending request another transaction holds.
-    fn lock_requests(
+    /// Locks the users `wanted` and their pending requests (skipping rows another
+    /// transaction holds).
+    fn lock(
         &self,
         transaction: &mut postgres::Transaction,
-        users: &[i64],
-    ) -> Result<(Vec<i64>, BTreeSet<i64>), postgres::Error> {
-        let mut locked = Vec::new();
-        let mut busy_users = BTreeSet::new();
-        if self.schema.requests.is_none() || users.is_empty() {
-            return Ok((locked, busy_users));
+        wanted: &[i64],
+    ) -> Result<AccountLocks, postgres::Error> {
+        if self.schema.requests.is_none() {
+            let user_locks = lock_users(transaction, &wanted.iter().copied().collect())?;
+            return Ok(AccountLocks::new(wanted, user_locks.busy, Vec::new()));
         }
-        for row in by_ids(transaction, sql::LOCK_PENDING_REQUESTS, users)? {
-            if row.get::<_, bool>(2) {
-                locked.push(row.get::<_, i64>(0));
-            } else {
-                busy_users.insert(row.get::<_, i64>(1));
+        let mut locked_users = BTreeSet::new();
+        let mut requests = Vec::new();
+        let mut busy = BTreeSet::new();
+        for row in by_ids(transaction, sql::LOCK_ACCOUNTS, wanted)? {
+            let user: i64 = row.get(0);
+            match (row.get::<_, Option<i64>>(1), row.get::<_, bool>(2)) {
+                (None, _) => {
+                    locked_users.insert(user);
+                }
+                (Some(request), true) => requests.push(request),
+                (Some(_), false) => {
+                    busy.insert(user);
+                }
             }
         }
-        Ok((locked, busy_users))
+        busy.extend(users_held_by_others(transaction, wanted, &locked_users)?);
+        Ok(AccountLocks::new(wanted, busy, requests))
+    }
+}
+
+/// What an attempt at some accounts holds.
+struct AccountLocks {
+    /// The users to delete if still due: locked, with every pending request locked.
+    ready: Vec<i64>,
+    /// Users whose row, or one of whose pending requests, another transaction holds.
+    busy: Vec<i64>,
+    /// The pending requests locked: the only ones the deletion may judge a user by.
+    requests: Vec<i64>,
+}
+
+impl AccountLocks {
+    /// Every user of `wanted` not `busy` is ready (one that does not exist has nothing to
+    /// protect: its DELETE finds nothing).
+    fn new(wanted: &[i64], busy: BTreeSet<i64>, requests: Vec<i64>) -> AccountLocks {
+        AccountLocks {
+            ready: wanted
+                .iter()
+                .copied()
+                .filter(|id| !busy.contains(id))
+                .collect(),
+            busy: busy.into_iter().collect(),
+            requests,
+        }
     }
 }
 
@@ -105,36 +143,23 @@ impl Work for AccountWork<'_> {
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut transaction = client.transaction()?;
-        let wanted_set: BTreeSet<i64> = wanted.iter().copied().collect();
-        let user_locks = lock_users(&mut transaction, &wanted_set)?;
-        let mut busy: Vec<i64> = user_locks.busy.iter().copied().collect();
-        let locked_users: Vec<i64> = wanted
-            .iter()
-            .copied()
-            .filter(|id| user_locks.ready(Some(*id)))
-            .collect();
-        let (requests, busy_users) = self.lock_requests(&mut transaction, &locked_users)?;
-        busy.extend(busy_users.iter().copied());
-        let ready: Vec<i64> = locked_users
-            .into_iter()
-            .filter(|id| !busy_users.contains(id))
-            .collect();
-        let deleted = match (ready.is_empty(), self.schema.requests.is_some()) {
+        let locks = self.lock(&mut transaction, wanted)?;
+        let deleted = match (locks.ready.is_empty(), self.schema.requests.is_some()) {
             (true, _) => Vec::new(),
             (false, true) => by_ids_and(
                 &mut transaction,
                 &self.delete,
-                &ready,
-                &requests,
+                &locks.ready,
+                &locks.requests,
                 Type::INT8_ARRAY,
             )?,
-            (false, false) => by_ids(&mut transaction, &self.delete, &ready)?,
+            (false, false) => by_ids(&mut transaction, &self.delete, &locks.ready)?,
         };
         transaction.commit()?;
         for row in &deleted {
             report_account(report, row);
         }
-        Ok(busy)
+        Ok(locks.busy)
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {

@@ -41,16 +41,27 @@ pub fn lock_users(
 ) -> Result<UserLocks, postgres::Error> {
     let wanted: Vec<i64> = user_ids.iter().copied().collect();
     let locked: BTreeSet<i64> = ids(by_ids(transaction, LOCK_USERS, &wanted)?);
+    Ok(UserLocks {
+        busy: users_held_by_others(transaction, &wanted, &locked)?,
+    })
+}
+
+/// Of the users `wanted`, those not in `locked` that exist: another transaction holds them.
+/// One more statement, but only when a lock was refused.
+pub fn users_held_by_others(
+    transaction: &mut Transaction,
+    wanted: &[i64],
+    locked: &BTreeSet<i64>,
+) -> Result<BTreeSet<i64>, postgres::Error> {
     let unlocked: Vec<i64> = wanted
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|id| !locked.contains(id))
         .collect();
-    let busy = if unlocked.is_empty() {
-        BTreeSet::new()
-    } else {
-        ids(by_ids(transaction, EXISTING_USERS, &unlocked)?)
-    };
-    Ok(UserLocks { busy })
+    if unlocked.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    Ok(ids(by_ids(transaction, EXISTING_USERS, &unlocked)?))
 }
 
 /// Of `wanted`, the ids that were not locked but are still due according to `still_due_sql`

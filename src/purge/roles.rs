@@ -1,10 +1,11 @@
 //! Role deletions: a profile row due by itself ("Manage Role"), and a pending request that
 //! deletes one role only (`delete_user = FALSE`).
 //!
-//! One attempt locks the profile (or request) rows and their users, then in one statement
-//! deletes the profiles still due, removes the role from `users.roles` (whatever its type),
-//! fixes `active_role`, writes the audit rows and, for requests, marks them completed. The
-//! profile, the user update and the audit row commit together or not at all.
+//! One attempt locks the profile (or request) rows and their users (for profiles, in one
+//! statement), then in the next statement deletes the profiles still due, removes the role
+//! from `users.roles` (whatever its type), fixes `active_role`, writes the audit rows and,
+//! for requests, marks them completed. The profile, the user update and the audit row commit
+//! together or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -65,17 +66,15 @@ impl Work for ProfileWork<'_> {
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut transaction = client.transaction()?;
-        let locked: Vec<(i64, Option<i64>)> = by_ids(&mut transaction, &self.lock, wanted)?
+        // (profile id, whether its user is locked or gone)
+        let locked: Vec<(i64, bool)> = by_ids(&mut transaction, &self.lock, wanted)?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         let locked_ids: BTreeSet<i64> = locked.iter().map(|(id, _)| *id).collect();
         let mut busy = busy_among(&mut transaction, wanted, &locked_ids, &self.still_due)?;
-        let users: BTreeSet<i64> = locked.iter().filter_map(|(_, user)| *user).collect();
-        let user_locks = lock_users(&mut transaction, &users)?;
-        let (ready, waiting): (Vec<_>, Vec<_>) = locked
-            .into_iter()
-            .partition(|(_, user)| user_locks.ready(*user));
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            locked.into_iter().partition(|(_, user_ready)| *user_ready);
         busy.extend(waiting.into_iter().map(|(id, _)| id));
         let ready: Vec<i64> = ready.into_iter().map(|(id, _)| id).collect();
         let deleted = if ready.is_empty() {

@@ -95,11 +95,20 @@ pub fn due_profiles(profile: &ProfileTable) -> String {
     )
 }
 
-/// Locks the candidate profiles that are still due; returns (profile id, user id).
+/// Locks the candidate profiles `$1` that are still due, then their users; returns (profile
+/// id, whether its user's row is ours or gone). One statement, so one round trip: the user
+/// locks read the profiles locked just before. A profile whose user another transaction
+/// holds stays locked until the attempt ends, but is not deleted.
 pub fn lock_profiles(profile: &ProfileTable) -> String {
     format!(
-        "SELECT p.id::bigint, p.user_id::bigint FROM {} p \
-         WHERE p.id = ANY($1::bigint[]) AND {} FOR UPDATE SKIP LOCKED",
+        "WITH locked_profiles AS MATERIALIZED (SELECT p.id, p.user_id FROM {} p \
+         WHERE p.id = ANY($1::bigint[]) AND {} FOR UPDATE SKIP LOCKED), \
+         locked_users AS MATERIALIZED (SELECT u.id FROM users u \
+         WHERE u.id = ANY (ARRAY(SELECT user_id FROM locked_profiles)) \
+         ORDER BY u.id FOR UPDATE SKIP LOCKED) \
+         SELECT p.id::bigint, p.user_id IS NULL OR p.user_id IN (SELECT id FROM locked_users) \
+         OR NOT EXISTS (SELECT 1 FROM users x WHERE x.id = p.user_id) \
+         FROM locked_profiles p",
         profile.table.quoted(),
         profile_due(profile)
     )
@@ -365,11 +374,19 @@ pub fn still_due_accounts(schema: &Schema) -> String {
     )
 }
 
-/// Locks the pending requests of the users `$1`; returns (request id, user id, locked?).
-pub const LOCK_PENDING_REQUESTS: &str = "WITH locked AS (SELECT r.id FROM account_deletion_requests r \
-     WHERE r.user_id = ANY($1::bigint[]) AND r.status = 'pending' FOR UPDATE SKIP LOCKED) \
-     SELECT r.id::bigint, r.user_id::bigint, r.id IN (SELECT id FROM locked) \
-     FROM account_deletion_requests r WHERE r.user_id = ANY($1::bigint[]) AND r.status = 'pending'";
+/// Locks the users `$1`, then the pending requests of those locked, in one statement (one
+/// round trip). Returns (user id, NULL, TRUE) for each user locked, and (user id, request
+/// id, locked?) for each pending request of a locked user.
+pub const LOCK_ACCOUNTS: &str = "WITH locked_users AS MATERIALIZED (SELECT u.id FROM users u \
+     WHERE u.id = ANY($1::bigint[]) ORDER BY u.id FOR UPDATE SKIP LOCKED), \
+     locked_requests AS MATERIALIZED (SELECT r.id FROM account_deletion_requests r \
+     WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) AND r.status = 'pending' \
+     FOR UPDATE SKIP LOCKED) \
+     SELECT id::bigint, NULL::bigint, TRUE FROM locked_users \
+     UNION ALL \
+     SELECT r.user_id::bigint, r.id::bigint, r.id IN (SELECT id FROM locked_requests) \
+     FROM account_deletion_requests r \
+     WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) AND r.status = 'pending'";
 
 /// Deletes the users `$1` (locked) whose account is still due, judging requests only by the
 /// locked rows `$2`; marks those requests completed and audits; returns (user id, email).
