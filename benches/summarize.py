@@ -27,6 +27,23 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def paired(g, who):
+    """Median (range) of who/floor within each round: the two ran a few seconds apart, so
+    this ratio does not see the machine's slow and fast phases, which the medians of
+    separate runs do."""
+    floor_by_round = {r["round"]: float(r["wall_s"]) for r in g["floor"]}
+    ratios = sorted(
+        float(r["wall_s"]) / floor_by_round[r["round"]]
+        for r in g[who]
+        if r["round"] in floor_by_round
+    )
+    if not ratios:
+        return "-"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return f"{median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def main():
     rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
     due = {}
@@ -46,10 +63,10 @@ def main():
 
     print(
         "| scale | network | users / due rows | job s | floor s | per-row s | job/floor "
-        "| per-row/job | per-row/floor | job peak RSS | job longest locking txn (p99) "
+        "| job/floor per round | per-row/job | per-row/floor | job peak RSS | job longest locking txn (p99) "
         "| job longest read-only stmt | dry run s | identical |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in order:
         g = groups[key]
         wall = {who: [float(r["wall_s"]) for r in g[who]] for who in g}
@@ -69,8 +86,8 @@ def main():
         print(
             f"| {key[0]} | {key[1]} | {users} / {due_rows} | {seconds(wall.get('tool', []))} "
             f"| {seconds(wall.get('floor', []))} | {seconds(wall.get('perrow', []))} "
-            f"| {ratio(tool, floor_)} | {ratio(perrow, tool)} | {ratio(perrow, floor_)} "
-            f"| {rss_text} "
+            f"| {ratio(tool, floor_)} | {paired(g, 'tool')} | {ratio(perrow, tool)} "
+            f"| {ratio(perrow, floor_)} | {rss_text} "
             f"| {f'{longest:.0f} ms ({p99:.0f} ms)' if longest is not None else '-'} "
             f"| {f'{readonly:.0f} ms' if readonly is not None else '-'} "
             f"| {seconds(wall.get('dry-run', []))} "
@@ -86,10 +103,10 @@ def candidate_table(groups, order):
     print()
     print(
         "| scale | network | job s | candidate s | floor s | job/floor | candidate/floor "
-        "| per-row/candidate | candidate peak RSS | candidate longest locking txn (p99) "
+        "| job/floor per round | candidate/floor per round | per-row/candidate | candidate peak RSS | candidate longest locking txn (p99) "
         "| candidate longest read-only stmt | candidate dry run s | identical |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in order:
         g = groups[key]
         if not g["candidate"]:
@@ -106,7 +123,8 @@ def candidate_table(groups, order):
         print(
             f"| {key[0]} | {key[1]} | {seconds(wall.get('tool', []))} "
             f"| {seconds(wall.get('candidate', []))} | {seconds(wall.get('floor', []))} "
-            f"| {ratio(tool, floor_)} | {ratio(cand, floor_)} | {ratio(perrow, cand)} "
+            f"| {ratio(tool, floor_)} | {ratio(cand, floor_)} | {paired(g, 'tool')} "
+            f"| {paired(g, 'candidate')} | {ratio(perrow, cand)} "
             f"| {rss / 1024:.1f} MB | {longest:.0f} ms ({p99:.0f} ms) | {readonly:.0f} ms "
             f"| {seconds(wall.get('candidate-dry-run', []))} "
             f"| {'yes' if identical else 'NO'} ({len(g['candidate'])} runs) |"
