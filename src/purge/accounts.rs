@@ -6,11 +6,11 @@
 //! the requests would still read the old snapshot, and a user who cancelled while we waited
 //! would be deleted anyway. So an attempt first locks the users and *all* their pending
 //! requests, in one statement (skipping any another transaction holds, and deferring that
-//! user), and only then deletes with the full condition, judging requests by the rows it
-//! holds: a statement of its own, whose fresh snapshot sees what was committed to those rows
-//! before they were locked. `ON DELETE
-//! CASCADE` removes the rest of the user's data; requests that survive the cascade are marked
-//! completed in the same statement, next to the audit rows.
+//! user). Only then, in a statement of its own whose fresh snapshot sees what was committed
+//! to those rows before we locked them, does it delete with the full condition, judging
+//! requests by the rows it holds. `ON DELETE CASCADE` removes the rest of the user's data;
+//! requests that survive the cascade are marked completed in the same statement, next to the
+//! audit rows.
 
 use std::collections::BTreeSet;
 use std::time::Instant;

@@ -1,13 +1,12 @@
-//! The ids one kind of work has to go through, read a batch at a time from a server-side
-//! cursor.
+//! The ids one kind of work has to go through, from a server-side cursor, a batch at a time.
 //!
 //! The due ids are found by one query per work, declared as a `WITH HOLD` cursor in a short
 //! read-only transaction of its own: at its COMMIT the server runs the query once and keeps
-//! the ids (8 bytes each, spilled to disk past `work_mem`); each batch then FETCHes the next
-//! ones. The client reads ahead [`READ_AHEAD`] ids at a time (40 kB each), so most batches cost no
-//! FETCH round trip; memory stays the same whatever the backlog. The tables are scanned once
-//! per run instead of walked through their primary key batch after batch: in the benchmark
-//! that was 2.7 s of a 21 s run at 100k due rows.
+//! the ids (8 bytes each, spilled to disk past `work_mem`). The client FETCHes
+//! [`READ_AHEAD`] of them at a time (40 kB) and hands them out a batch at a time, so most
+//! batches cost no round trip for their ids, and memory stays the same whatever the
+//! backlog. The tables are scanned once per run instead of walked through their primary key
+//! batch after batch: in the benchmark that was 2.7 s of a 21 s run at 100k due rows.
 //!
 //! Ids read early are as safe as ids read late: every attempt locks its rows and its DELETE
 //! re-checks that they are still due. A row that becomes due during the run waits for the
