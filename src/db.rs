@@ -1,27 +1,21 @@
 //! Connecting: TLS as `sslmode` asks, retries while the server is not reachable yet, and the
 //! session settings every run relies on.
 //!
-//! TLS uses OpenSSL through `postgres-openssl`: it is the library libpq itself uses, Debian
-//! ships and patches it (`libssl3`), it reads the system trust store, and it lets us follow
-//! libpq's `sslmode` meanings exactly (verify-ca checks the chain but not the host name).
+//! TLS is set up by `tls`.
 //!
 //! After a boot the timer's catch-up run can start before PostgreSQL accepts connections, so
 //! failures that can heal (refused, timed out, "the database system is starting up", too many
 //! connections) are retried with backoff until `--connect-timeout`. Failures that cannot heal
 //! (a wrong password, a missing database, a TLS policy the server does not meet) stop at once.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::X509;
-use openssl::x509::store::X509StoreBuilder;
 use postgres::Client;
 use postgres::config::SslMode;
-use postgres_openssl::MakeTlsConnector;
 
 use crate::conninfo::{Target, TlsMode};
+use crate::tls::Tls;
 
 /// Why no connection could be made.
 #[derive(Debug)]
@@ -41,7 +35,7 @@ pub struct Session<'a> {
 
 /// Connects to `target`, retrying healable failures until `timeout` has passed.
 pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectError> {
-    let tls = tls_connector(target).map_err(ConnectError::Refused)?;
+    let tls = Tls::new(target).map_err(ConnectError::Refused)?;
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(250);
     let mut attempts = 0u32;
@@ -87,7 +81,7 @@ enum Attempt {
 
 /// One connection attempt, abandoned after `timeout` whatever it is waiting for. The
 /// abandoned attempt's thread ends with the process.
-fn connect_within(target: &Target, tls: &MakeTlsConnector, timeout: Duration) -> Attempt {
+fn connect_within(target: &Target, tls: &Tls, timeout: Duration) -> Attempt {
     let (sender, receiver) = std::sync::mpsc::channel();
     let (target, tls) = (target.clone(), tls.clone());
     let spawned = std::thread::Builder::new()
@@ -109,11 +103,7 @@ fn connect_within(target: &Target, tls: &MakeTlsConnector, timeout: Duration) ->
 /// One connection attempt. As in libpq, `prefer` retries without TLS, and `allow` with TLS,
 /// when the server turns the first try away (a `hostssl`/`hostnossl` rule, a failed
 /// handshake).
-fn connect_once(
-    target: &Target,
-    tls: &MakeTlsConnector,
-    timeout: Duration,
-) -> Result<Client, postgres::Error> {
+fn connect_once(target: &Target, tls: &Tls, timeout: Duration) -> Result<Client, postgres::Error> {
     let mut config = target.config.clone();
     config.connect_timeout(timeout);
     let result = config.connect(tls.clone());
@@ -172,47 +162,6 @@ fn is_healable(error: &postgres::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-fn tls_connector(target: &Target) -> anyhow::Result<MakeTlsConnector> {
-    let mut builder = SslConnector::builder(SslMethod::tls()).context("cannot set up TLS")?;
-    let verify_chain = match (target.tls_mode, &target.root_cert) {
-        (TlsMode::VerifyCa | TlsMode::VerifyFull, _) => true,
-        // As libpq: with a root certificate given, "require" verifies the chain.
-        (TlsMode::Require, Some(_)) => true,
-        _ => false,
-    };
-    if let Some(path) = &target.root_cert {
-        builder.set_cert_store(trust_store(path)?);
-    }
-    builder.set_verify(if verify_chain {
-        SslVerifyMode::PEER
-    } else {
-        SslVerifyMode::NONE
-    });
-    let mut connector = MakeTlsConnector::new(builder.build());
-    let verify_host = target.tls_mode == TlsMode::VerifyFull;
-    connector.set_callback(move |config, _host| {
-        config.set_verify_hostname(verify_host);
-        Ok(())
-    });
-    Ok(connector)
-}
-
-fn trust_store(path: &Path) -> anyhow::Result<openssl::x509::store::X509Store> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("cannot read sslrootcert {}", path.display()))?;
-    let certificates = X509::stack_from_pem(&pem)
-        .ok()
-        .filter(|certificates| !certificates.is_empty())
-        .with_context(|| format!("sslrootcert {} holds no PEM certificate", path.display()))?;
-    let mut store = X509StoreBuilder::new().context("cannot set up TLS")?;
-    for certificate in certificates {
-        store
-            .add_cert(certificate)
-            .with_context(|| format!("cannot use sslrootcert {}", path.display()))?;
-    }
-    Ok(store.build())
 }
 
 /// Applies the session settings; an invalid time zone is a configuration error.

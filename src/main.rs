@@ -18,6 +18,7 @@ mod purge;
 mod report;
 mod schema;
 mod sql;
+mod tls;
 mod webhook;
 
 use std::process::ExitCode;

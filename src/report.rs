@@ -75,12 +75,37 @@ pub struct Report {
     longest_transaction: Duration,
     transcript: Vec<String>,
     transcript_omitted: usize,
+    stamp: Stamp,
     pub roles: u64,
     pub accounts: u64,
     pub failed: u64,
     pub held: u64,
     /// The last line, once [`Report::finish`] wrote it.
     pub last_line: String,
+}
+
+/// The local time of a report line, to the second.
+#[derive(Default)]
+struct Stamp {
+    second: Option<i64>,
+    text: String,
+}
+
+impl Stamp {
+    /// Now, as "2026-11-26 02:00:00". Thousands of lines share a second: the local time
+    /// (the time zone lookup, which may change the offset at any second, say at 02:00 on a
+    /// DST night) is worked out and formatted once per second, not once per line.
+    fn now(&mut self) -> &str {
+        let now = chrono::Utc::now();
+        if self.second != Some(now.timestamp()) {
+            self.second = Some(now.timestamp());
+            self.text = now
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+        }
+        &self.text
+    }
 }
 
 impl Report {
@@ -110,6 +135,7 @@ impl Report {
             longest_transaction: Duration::ZERO,
             transcript: Vec::new(),
             transcript_omitted: 0,
+            stamp: Stamp::default(),
             roles: 0,
             accounts: 0,
             failed: 0,
@@ -120,8 +146,7 @@ impl Report {
 
     /// Writes one timestamped line.
     pub fn line(&mut self, text: &str) {
-        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let line = format!("[{stamp}] {text}");
+        let line = format!("[{}] {text}", self.stamp.now());
         self.write(&line);
         self.keep(line);
     }
