@@ -53,15 +53,9 @@ pub fn users_held_by_others(
     wanted: &[i64],
     locked: &BTreeSet<i64>,
 ) -> Result<BTreeSet<i64>, postgres::Error> {
-    let unlocked: Vec<i64> = wanted
-        .iter()
-        .copied()
-        .filter(|id| !locked.contains(id))
-        .collect();
-    if unlocked.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    Ok(ids(by_ids(transaction, EXISTING_USERS, &unlocked)?))
+    Ok(busy_among(transaction, wanted, locked, EXISTING_USERS)?
+        .into_iter()
+        .collect())
 }
 
 /// Of `wanted`, the ids that were not locked but are still due according to `still_due_sql`
