@@ -40,19 +40,19 @@ impl Tls {
     /// The connector for `target`: built now when the mode always uses TLS or names a root
     /// certificate (so a bad certificate file stops the run before connecting), else later.
     pub fn new(target: &Target) -> anyhow::Result<Tls> {
-        let tls = Tls {
-            mode: target.tls_mode,
-            built: Arc::new(OnceLock::new()),
-        };
         let may_go_without = matches!(
             target.tls_mode,
             TlsMode::Disable | TlsMode::Allow | TlsMode::Prefer
         );
-        if target.root_cert.is_some() || !may_go_without {
-            let connector = build(target.tls_mode, target.root_cert.as_deref())?;
-            let _ = tls.built.set(Ok(connector));
-        }
-        Ok(tls)
+        let built = if target.root_cert.is_some() || !may_go_without {
+            OnceLock::from(Ok(build(target.tls_mode, target.root_cert.as_deref())?))
+        } else {
+            OnceLock::new()
+        };
+        Ok(Tls {
+            mode: target.tls_mode,
+            built: Arc::new(built),
+        })
     }
 
     fn connector(&self) -> Result<MakeTlsConnector, BoxError> {
