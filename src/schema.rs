@@ -9,7 +9,7 @@
 
 use anyhow::{Context, bail};
 use postgres::Client;
-use postgres::types::Oid;
+use postgres::types::Type;
 
 use crate::config::RoleTable;
 use crate::sql::TableName;
@@ -174,25 +174,31 @@ pub fn detect(
     })
 }
 
+/// Reads one table's columns, or None when there is no such table: one round trip.
 fn load_table(client: &mut Client, quoted_name: &str) -> anyhow::Result<Option<Table>> {
     let display_name = quoted_name.replace('"', "");
-    let row = client
-        .query_one("SELECT to_regclass($1)::oid", &[&quoted_name])
-        .with_context(|| format!("cannot look up table {display_name}"))?;
-    let Some(oid): Option<Oid> = row.get(0) else {
-        return Ok(None);
-    };
-    let columns = client
-        .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod)
-             FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
-            &[&oid],
+    // One row per column; a single row with a NULL name for a table without columns, or
+    // with `found` false for no table at all.
+    let rows = client
+        .query_typed(
+            "SELECT t.oid IS NOT NULL, a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM (SELECT to_regclass($1)::oid AS oid) t
+             LEFT JOIN pg_attribute a
+                 ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[(&quoted_name, Type::TEXT)],
         )
-        .with_context(|| format!("cannot read the columns of {display_name}"))?
+        .with_context(|| format!("cannot read the columns of table {display_name}"))?;
+    if !rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
+        return Ok(None);
+    }
+    let columns = rows
         .iter()
-        .map(|row| Column {
-            name: row.get(0),
-            type_name: row.get(1),
+        .filter_map(|row| {
+            Some(Column {
+                name: row.get::<_, Option<String>>(1)?,
+                type_name: row.get(2),
+            })
         })
         .collect();
     Ok(Some(Table {
@@ -290,23 +296,27 @@ fn check_privileges(
     if has_requests {
         needs.push((REQUESTS.to_owned(), "SELECT, UPDATE"));
     }
-    for (table, privileges) in needs {
-        // has_table_privilege() with a list is true if *any* is held: ask one at a time.
-        for privilege in privileges.split(", ") {
-            let granted: bool = client
-                .query_one(
-                    "SELECT has_table_privilege(to_regclass($1), $2)",
-                    &[&table, &privilege],
-                )
-                .with_context(|| format!("cannot check privileges on {table}"))?
-                .get(0);
-            if !granted {
-                bail!(
-                    "the database user lacks the {privilege} privilege on table {}",
-                    table.replace('"', "")
-                );
-            }
-        }
+    // has_table_privilege() with a list is true if *any* is held: ask one at a time, all in
+    // one statement.
+    let (tables, privileges): (Vec<&str>, Vec<&str>) = needs
+        .iter()
+        .flat_map(|(table, privileges)| privileges.split(", ").map(|p| (table.as_str(), p)))
+        .unzip();
+    let missing = client
+        .query_typed(
+            "SELECT n.table_name, n.privilege
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(table_name, privilege, i)
+             WHERE NOT has_table_privilege(to_regclass(n.table_name), n.privilege)
+             ORDER BY n.i LIMIT 1",
+            &[(&tables, Type::TEXT_ARRAY), (&privileges, Type::TEXT_ARRAY)],
+        )
+        .context("cannot check the privileges of the database user")?;
+    if let Some(row) = missing.first() {
+        let (table, privilege): (&str, &str) = (row.get(0), row.get(1));
+        bail!(
+            "the database user lacks the {privilege} privilege on table {}",
+            table.replace('"', "")
+        );
     }
     Ok(())
 }
