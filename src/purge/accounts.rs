@@ -131,7 +131,7 @@ impl Work for AccountWork<'_> {
 
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
         match &self.approved {
-            Some(users) => DueIds::declare(client, &self.due, &[users]),
+            Some(users) => DueIds::declare(client, &self.due, &[(users, Type::INT8_ARRAY)]),
             None => DueIds::declare(client, &self.due, &[]),
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! The due ids are found by one query per work, declared as a `WITH HOLD` cursor in a short
 //! read-only transaction of its own: at its COMMIT the server runs the query once and keeps
-//! the ids (8 bytes each, spilled to disk past `work_mem`). The client FETCHes
+//! the ids (8 bytes each, spilled to disk past `work_mem`). Declared outside a transaction
+//! block it would save two round trips, but the query would then run in the implicit commit
+//! after the statement, where `statement_timeout` no longer applies. The client FETCHes
 //! [`READ_AHEAD`] of them at a time (40 kB) and hands them out a batch at a time, so most
 //! batches cost no round trip for their ids, and memory stays the same whatever the
 //! backlog. The tables are scanned once per run instead of walked through their primary key
@@ -16,7 +18,7 @@
 use std::collections::VecDeque;
 
 use postgres::Client;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 
 /// The cursor's name: one work at a time is drained, so one name does.
 const NAME: &str = "astegni_due";
@@ -38,10 +40,11 @@ impl DueIds {
     pub fn declare(
         client: &mut Client,
         query: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<DueIds, postgres::Error> {
         let mut transaction = client.build_transaction().read_only(true).start()?;
-        transaction.execute(
+        // Typed: one round trip, where an unprepared statement takes two.
+        transaction.execute_typed(
             &format!("DECLARE {NAME} NO SCROLL CURSOR WITH HOLD FOR {query}"),
             params,
         )?;

@@ -212,7 +212,11 @@ impl Work for RoleRequestWork {
     }
 
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
-        DueIds::declare(client, sql::DUE_ROLE_REQUESTS, &[&self.roles])
+        DueIds::declare(
+            client,
+            sql::DUE_ROLE_REQUESTS,
+            &[(&self.roles, Type::TEXT_ARRAY)],
+        )
     }
 
     fn attempt(
