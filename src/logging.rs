@@ -8,8 +8,15 @@
 //! to the unit when it was opened. Under systemd this shows the final lines twice, once with
 //! fields and once as text; that is the price of never losing the reason a run failed.
 //! At a terminal, warnings and errors are echoed to stderr too, so a person sees them.
+//!
+//! Without a journal (cron), every record goes to stderr. The info lines (one per deletion)
+//! are then gathered and written out together at the end of each batch ([`log::Log::flush`],
+//! called by the report) instead of one `write` each: 10,000 deletions made 10,000 system
+//! calls, about 4% of a run in the benchmark. A warning, an error or a final record writes
+//! out what is pending first, so the order is kept; at a terminal nothing is held back.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
@@ -40,6 +47,7 @@ pub fn init(target: LogTarget) -> Option<String> {
     let logger = Logger {
         journal,
         stderr_is_terminal: std::io::stderr().is_terminal(),
+        pending: Mutex::new(Vec::new()),
     };
     // Installing fails only if a logger is already installed, which we never do twice.
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
@@ -55,9 +63,32 @@ fn open_journal() -> std::io::Result<JournalLog> {
 struct Logger {
     journal: Option<JournalLog>,
     stderr_is_terminal: bool,
+    /// Info lines for stderr not written yet.
+    pending: Mutex<Vec<u8>>,
 }
 
+/// Pending stderr lines are written out when they reach this size, whatever the batch.
+const MAX_PENDING: usize = 64 * 1024;
+
 impl Logger {
+    /// Whether `record`'s stderr line may wait for the end of the batch.
+    fn may_wait(&self, record: &Record) -> bool {
+        !self.stderr_is_terminal && record.level() == Level::Info && record.target() != FINAL
+    }
+
+    /// Appends `line` to the pending lines, and writes them all out unless it may wait.
+    fn write_stderr(&self, line: &str, may_wait: bool) {
+        // A poisoned lock only means a panic while appending: the bytes are still usable.
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        pending.extend_from_slice(line.as_bytes());
+        if !may_wait || pending.len() >= MAX_PENDING {
+            write_out(&mut pending);
+        }
+    }
+
     fn echo_to_stderr(&self, record: &Record) -> bool {
         match self.journal {
             None => true,
@@ -82,21 +113,33 @@ impl Log for Logger {
             journal.log(record);
         }
         if self.echo_to_stderr(record) {
-            write_stderr_line(record);
+            self.write_stderr(&stderr_line(record), self.may_wait(record));
         }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        write_out(&mut pending);
+    }
 }
 
-fn write_stderr_line(record: &Record) {
+fn stderr_line(record: &Record) -> String {
     let level = match record.level() {
         Level::Error => "error: ",
         Level::Warn => "warning: ",
         _ => "",
     };
-    // stderr is unbuffered: format the line first, so that it goes out in one `write`
-    // (writeln! would make one per piece). A failed write has nowhere better to be reported.
-    let line = format!("{IDENTIFIER}: {level}{}\n", record.args());
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    format!("{IDENTIFIER}: {level}{}\n", record.args())
+}
+
+/// Writes `pending` to stderr (unbuffered: one `write` for all of it) and empties it. A failed
+/// write has nowhere better to be reported.
+fn write_out(pending: &mut Vec<u8>) {
+    if !pending.is_empty() {
+        let _ = std::io::stderr().lock().write_all(pending);
+        pending.clear();
+    }
 }

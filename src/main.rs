@@ -83,7 +83,9 @@ fn main() -> ExitCode {
         log::warn!("{warning}");
     }
     if settings.command == Command::NotifyFailure {
-        return ExitCode::from(notify::notify_failure(&settings));
+        let code = notify::notify_failure(&settings);
+        log::logger().flush();
+        return ExitCode::from(code);
     }
     let code = match run(&settings) {
         Ok(finished) => {
@@ -104,6 +106,8 @@ fn main() -> ExitCode {
             code
         }
     };
+    // Info lines logged since the last batch (alerts sent, for one) may still be pending.
+    log::logger().flush();
     ExitCode::from(code)
 }
 

@@ -187,8 +187,10 @@ impl Report {
         }
     }
 
-    /// Writes out the buffered lines: after every batch, and at the end.
+    /// Writes out the buffered lines, the report's and the log's: after every batch, and at
+    /// the end.
     pub fn flush(&mut self) {
+        log::logger().flush();
         if self.write_failed {
             return;
         }

@@ -267,3 +267,50 @@ fn second_run_deletes_nothing() {
     );
     assert!(stdout.ends_with("COMPLETED: 0 roles and 0 accounts deleted\n"));
 }
+
+/// Without a journal every log line goes to stderr, the per-deletion lines a batch at a time:
+/// each must arrive exactly once and in order, before an error logged later in the run and
+/// before the summary.
+#[test]
+fn stderr_gets_every_deletion_once_and_in_order_across_batches() {
+    let astegni = Astegni::new("stderr_order");
+    astegni.db.exec(
+        "INSERT INTO users (email, roles, active_role, account_status)
+         SELECT 'u' || g || '@example.com', '[\"user\",\"tutor\"]', 'tutor', 'active'
+         FROM generate_series(1, 700) g;
+         INSERT INTO tutor_profiles (user_id, is_active, scheduled_deletion_at)
+         SELECT id, FALSE, now() - interval '1 hour' FROM users ORDER BY id;
+         INSERT INTO account_deletion_requests
+             (user_id, status, scheduled_deletion_at, delete_user, role)
+         SELECT min(id), 'pending', now() - interval '1 day', FALSE, 'coach' FROM users;",
+    );
+    let due: Vec<i64> = (0..700)
+        .map(|n| {
+            astegni.db.scalar_i64(&format!(
+                "SELECT id::bigint FROM tutor_profiles ORDER BY id OFFSET {n} LIMIT 1"
+            ))
+        })
+        .collect();
+    let (code, _, stderr) = astegni.run(&[]);
+    assert_eq!(code, 1, "the unknown role is a failed row\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let logged: Vec<i64> = lines
+        .iter()
+        .filter_map(|line| line.split("Deleted role 'tutor' (profile ").nth(1))
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .collect();
+    assert_eq!(logged, due, "every deletion once, in order\n{stderr}");
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}\n{stderr}"))
+    };
+    let last_deletion = position(&format!("(profile {})", due[699]));
+    let error = position("error: failed to delete request");
+    assert!(last_deletion < error, "{stderr}");
+    assert!(
+        lines.last().is_some_and(|line| line.contains("COMPLETED")),
+        "{stderr}"
+    );
+}
