@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use postgres::Client;
 use postgres::config::SslMode;
+use postgres::types::Type;
 
 use crate::conninfo::{Target, TlsMode};
 use crate::tls::Tls;
@@ -167,20 +168,26 @@ fn is_healable(error: &postgres::Error) -> bool {
 /// Applies the session settings; an invalid time zone is a configuration error.
 pub fn configure_session(client: &mut Client, session: &Session) -> anyhow::Result<()> {
     client
-        .query(
+        .query_typed(
             "SELECT set_config('lock_timeout', $1, false),
                     set_config('statement_timeout', $2, false),
                     set_config('idle_in_transaction_session_timeout', $3, false)",
             &[
-                &millis(session.lock_timeout),
-                &millis(session.statement_timeout),
-                &millis(session.statement_timeout.max(Duration::from_secs(60))),
+                (&millis(session.lock_timeout), Type::TEXT),
+                (&millis(session.statement_timeout), Type::TEXT),
+                (
+                    &millis(session.statement_timeout.max(Duration::from_secs(60))),
+                    Type::TEXT,
+                ),
             ],
         )
         .context("cannot apply session settings")?;
     if let Some(zone) = session.timezone {
         client
-            .query("SELECT set_config('TimeZone', $1, false)", &[&zone])
+            .query_typed(
+                "SELECT set_config('TimeZone', $1, false)",
+                &[(&zone, Type::TEXT)],
+            )
             .map_err(|error| anyhow!("invalid --timezone {zone:?}: {}", db_message(&error)))?;
     }
     Ok(())

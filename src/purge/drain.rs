@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use postgres::Client;
+use postgres::types::Type;
 
 use super::cursor::DueIds;
 use crate::db::db_message;
@@ -157,6 +158,9 @@ pub fn drain(
             work.name()
         ));
     }
+    if busy.is_empty() {
+        return Ok(());
+    }
     let deadline = (!lock_timeout.is_zero()).then(|| Instant::now() + lock_timeout);
     set_lock_timeout(client, QUICK_LOCK_TIMEOUT, work)?;
     let swept = sweep(client, work, &busy, report, deadline);
@@ -248,9 +252,9 @@ fn one_by_one(
 
 fn set_lock_timeout(client: &mut Client, timeout: Duration, work: &dyn Work) -> anyhow::Result<()> {
     client
-        .query(
+        .query_typed(
             "SELECT set_config('lock_timeout', $1, false)",
-            &[&format!("{}ms", timeout.as_millis())],
+            &[(&format!("{}ms", timeout.as_millis()), Type::TEXT)],
         )
         .map(|_| ())
         .map_err(|error| fatal(work, "cannot set the lock timeout for", &error))

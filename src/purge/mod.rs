@@ -128,7 +128,7 @@ fn over_cap(
         return Ok(None);
     }
     let due: i64 = client
-        .query_one(
+        .query_typed_one(
             &statements::count_due_accounts(schema, options.hold.as_deref()),
             &[],
         )
@@ -148,7 +148,7 @@ fn report_held(
         return Ok(());
     };
     let rows = client
-        .query(&statements::held_accounts(schema, hold), &[])
+        .query_typed(&statements::held_accounts(schema, hold), &[])
         .context("cannot list the accounts held by --hold-where")?;
     for row in &rows {
         let email: Option<String> = row.get(1);

@@ -170,7 +170,10 @@ impl RoleRequestWork {
     ) -> anyhow::Result<()> {
         use anyhow::Context;
         let rows = client
-            .query(sql::UNKNOWN_ROLE_REQUESTS, &[&self.roles])
+            .query_typed(
+                sql::UNKNOWN_ROLE_REQUESTS,
+                &[(&self.roles, Type::TEXT_ARRAY)],
+            )
             .context("cannot read account_deletion_requests")?;
         for row in rows {
             let (id, user, role): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
