@@ -13,7 +13,8 @@ set side by side:
                  request updates and audit rows); requests: the role-only request deletions
   lock           the job's row locks (SELECT ... FOR UPDATE SKIP LOCKED)
   plan           parse and bind of every statement (the floor's are inside its executions)
-  cursor         COMMITs that took over 1 ms: the job's cursors, materialized at COMMIT
+  cursor         the job's cursors, materialized at their COMMIT: COMMITs that took over
+                 1 ms, or the one-statement START TRANSACTION; DECLARE; COMMIT
   other          BEGIN, the other COMMITs, FETCH, setup queries
 and `wall` is the time from the start of the session's first statement to the end of its
 last, as the server saw it: what lies between the statements (round trips, the client's own
@@ -45,6 +46,8 @@ def category(kind, ms, sql):
         if "account_deletion_requests r SET status" in sql and "WITH req" in sql:
             return "delete:requests"
         return "delete:" + table.group(1)
+    if "DECLARE" in sql and "COMMIT" in sql:
+        return "cursor"
     if sql.strip().upper().startswith("COMMIT") and ms > 1.0:
         return "cursor"
     return "other"
