@@ -12,7 +12,8 @@ one of its locks would see. Accurate to about 1 ms (the log's time resolution).
 Transactions are told apart by what they do: one that locks or changes rows (FOR UPDATE,
 DELETE, UPDATE, INSERT) can make the application wait, and is what `longest_ms` and the
 percentiles are about. A read-only one (a statement outside BEGIN ... COMMIT, such as the
-candidate queries and the count of due accounts, or a transaction that only reads) holds a
+candidate queries and the count of due accounts, or a transaction that only reads, such as
+the job's cursors, declared and materialized in one simple query) holds a
 snapshot but blocks nobody: reported separately as `longest_readonly_ms`.
 
 Usage: txnlog.py SERVER_LOG START_OFFSET USER
@@ -47,7 +48,15 @@ def main():
             ms = float(match["ms"])
             pid = match["pid"]
             sql = match["sql"].strip().upper()
-            if match["kind"] == "statement" and (
+            whole = sql.rstrip("; ").endswith("COMMIT")
+            if match["kind"] == "statement" and whole and not sql.startswith("COMMIT"):
+                # A whole transaction in one simple query (the job's cursors since fbeb640:
+                # START TRANSACTION READ ONLY; DECLARE ...; COMMIT).
+                if WRITES.search(sql):
+                    lengths.append(ms)
+                else:
+                    single = max(single, ms)
+            elif match["kind"] == "statement" and (
                 sql.startswith("BEGIN") or sql.startswith("START TRANSACTION")
             ):
                 open_since[pid] = end - ms / 1000.0
