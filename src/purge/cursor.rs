@@ -5,11 +5,13 @@
 //! the ids (8 bytes each, spilled to disk past `work_mem`). Without parameters the three
 //! statements go in one simple query, one round trip. (Declared outside a transaction block
 //! the query would run in the implicit commit after the statement, where `statement_timeout`
-//! no longer applies.) The client FETCHes
-//! [`READ_AHEAD`] of them at a time (40 kB) and hands them out a batch at a time, so most
-//! batches cost no round trip for their ids, and memory stays the same whatever the
-//! backlog. The tables are scanned once per run instead of walked through their primary key
-//! batch after batch: in the benchmark that was 2.7 s of a 21 s run at 100k due rows.
+//! no longer applies.)
+//!
+//! The client FETCHes [`READ_AHEAD`] ids at a time (40 kB) and hands them out a batch at a
+//! time, so most batches cost no round trip for their ids, and memory stays the same
+//! whatever the backlog. The tables are scanned once per run instead of walked through their
+//! primary key batch after batch: in the benchmark that was 2.7 s of a 21 s run at 100k due
+//! rows.
 //!
 //! Ids read early are as safe as ids read late: every attempt locks its rows and its DELETE
 //! re-checks that they are still due. A row that becomes due during the run waits for the
