@@ -28,10 +28,8 @@ import collections
 import re
 import sys
 
-LINE = re.compile(
-    r"^(?P<ts>\d+\.\d+) \[(?P<pid>\d+)\] (?P<user>\S*): LOG:  duration: (?P<ms>[\d.]+) ms  "
-    r"(?P<kind>statement|parse|bind|execute)(?: [^:]*)?: (?P<sql>.*)$"
-)
+from txnlog import LINE  # the server log's duration line, as benches/run configures it
+
 DELETE_FROM = re.compile(r'DELETE FROM "?([A-Za-z_][A-Za-z0-9_]*)"?')
 CATEGORIES = ["delete", "lock", "plan", "cursor", "other"]
 
