@@ -16,7 +16,7 @@
 //! out what is pending first, so the order is kept; at a terminal nothing is held back.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
@@ -76,13 +76,17 @@ impl Logger {
         !self.stderr_is_terminal && record.level() == Level::Info && record.target() != FINAL
     }
 
+    /// The stderr lines not written yet. A poisoned lock only means a panic while
+    /// appending: the bytes are still usable.
+    fn pending(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Appends `line` to the pending lines, and writes them all out unless it may wait.
     fn write_stderr(&self, line: &str, may_wait: bool) {
-        // A poisoned lock only means a panic while appending: the bytes are still usable.
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut pending = self.pending();
         pending.extend_from_slice(line.as_bytes());
         if !may_wait || pending.len() >= MAX_PENDING {
             write_out(&mut pending);
@@ -118,11 +122,7 @@ impl Log for Logger {
     }
 
     fn flush(&self) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        write_out(&mut pending);
+        write_out(&mut self.pending());
     }
 }
 
