@@ -82,14 +82,21 @@ fn main() -> ExitCode {
     if let Some(warning) = logging::init(settings.log_target) {
         log::warn!("{warning}");
     }
-    if settings.command == Command::NotifyFailure {
-        let code = notify::notify_failure(&settings);
-        log::logger().flush();
-        return ExitCode::from(code);
-    }
-    let code = match run(&settings) {
+    let code = if settings.command == Command::NotifyFailure {
+        notify::notify_failure(&settings)
+    } else {
+        run_and_alert(&settings)
+    };
+    // Info lines logged since the last batch (alerts sent, for one) may still be pending.
+    log::logger().flush();
+    ExitCode::from(code)
+}
+
+/// Runs the command and sends the alerts it calls for; returns the exit code.
+fn run_and_alert(settings: &Settings) -> u8 {
+    match run(settings) {
         Ok(finished) => {
-            alert(&settings, &finished, None);
+            alert(settings, &finished, None);
             finished.code
         }
         Err(Failure { code, error }) => {
@@ -102,13 +109,10 @@ fn main() -> ExitCode {
                 deleted: 0,
                 report: None,
             };
-            alert(&settings, &finished, Some(&format!("{error:#}")));
+            alert(settings, &finished, Some(&format!("{error:#}")));
             code
         }
-    };
-    // Info lines logged since the last batch (alerts sent, for one) may still be pending.
-    log::logger().flush();
-    ExitCode::from(code)
+    }
 }
 
 /// Alerts after the commands that delete, as `--notify-on` asks.
