@@ -23,12 +23,14 @@ use std::collections::VecDeque;
 use postgres::Client;
 use postgres::types::{ToSql, Type};
 
+use super::drain::MAX_BATCH;
+
 /// The cursor's name: one work at a time is drained, so one name does.
 const NAME: &str = "astegni_due";
 
 /// Ids one FETCH reads: as many as the largest batch, so a FETCH round trip serves several
 /// batches.
-const READ_AHEAD: usize = 5000;
+const READ_AHEAD: usize = MAX_BATCH;
 
 /// An open cursor over due ids; [`DueIds::close`] it when done.
 pub struct DueIds {

@@ -63,7 +63,7 @@ pub struct BatchSizer {
 }
 
 const MIN_BATCH: usize = 1;
-const MAX_BATCH: usize = 5000;
+pub const MAX_BATCH: usize = 5000;
 /// Small, and per kind of work: a size learnt on cheap rows (profiles without children)
 /// carried over to expensive ones (accounts with their cascades) made 370 ms transactions
 /// in the benchmark; the sizer grows quickly from here.
