@@ -10,8 +10,10 @@ planned) are logged separately from its execution. One session (backend pid) is 
 Each run's server time is split by what the statements do, so the job and the floor can be
 set side by side:
   delete:TABLE   statements that delete from TABLE (with their cascades, role removals,
-                 request updates and audit rows); requests: the role-only request deletions
-  lock           the job's row locks (SELECT ... FOR UPDATE SKIP LOCKED)
+                 request updates and audit rows); requests: the role-only request deletions.
+                 Since the fifth session the job's row locks are CTEs of these statements.
+  lock           the job's row locks in statements of their own (SELECT ... FOR UPDATE
+                 SKIP LOCKED): the job before the fifth session
   plan           parse and bind of every statement (the floor's are inside its executions)
   cursor         the job's cursors, materialized at their COMMIT: COMMITs that took over
                  1 ms, or the one-statement START TRANSACTION; DECLARE; COMMIT
@@ -41,7 +43,9 @@ def category(kind, ms, sql):
         return "lock"
     table = DELETE_FROM.search(sql)
     if table:
-        if "account_deletion_requests r SET status" in sql and "WITH req" in sql:
+        if "account_deletion_requests r SET status" in sql and (
+            "WITH req" in sql or "WITH locked_requests" in sql
+        ):
             return "delete:requests"
         return "delete:" + table.group(1)
     if "DECLARE" in sql and "COMMIT" in sql:

@@ -9,12 +9,14 @@ minus duration) to the end of its COMMIT or ROLLBACK, as the server saw it: this
 every network round trip inside the transaction, which is what another session waiting for
 one of its locks would see. Accurate to about 1 ms (the log's time resolution).
 
+A statement outside BEGIN ... COMMIT is a transaction of its own, as long as its execution
+(the commit that follows is not logged; with `synchronous_commit = off` it is short).
+
 Transactions are told apart by what they do: one that locks or changes rows (FOR UPDATE,
 DELETE, UPDATE, INSERT) can make the application wait, and is what `longest_ms` and the
-percentiles are about. A read-only one (a statement outside BEGIN ... COMMIT, such as the
-candidate queries and the count of due accounts, or a transaction that only reads, such as
-the job's cursors, declared and materialized in one simple query) holds a
-snapshot but blocks nobody: reported separately as `longest_readonly_ms`.
+percentiles are about. A read-only one (such as the count of due accounts, or the job's
+cursors, declared and materialized in one simple query) holds a snapshot but blocks nobody:
+reported separately as `longest_readonly_ms`.
 
 Usage: txnlog.py SERVER_LOG START_OFFSET USER
 Prints: transactions=N longest_ms=X p50_ms=Y p99_ms=Z longest_readonly_ms=W
@@ -75,7 +77,13 @@ def main():
                 if WRITES.search(sql):
                     writes[pid] = True
             elif match["kind"] in ("statement", "execute"):
-                single = max(single, ms)
+                # Outside BEGIN ... COMMIT a statement is a transaction of its own: the job's
+                # batches since the fifth session (one statement each, committed at the end
+                # of its round trip), the candidate queries and counts before.
+                if WRITES.search(sql):
+                    lengths.append(ms)
+                else:
+                    single = max(single, ms)
     lengths.sort()
 
     def pct(p):

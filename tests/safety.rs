@@ -187,7 +187,18 @@ fn safety_cap_refuses_accounts_but_processes_roles() {
 
 #[test]
 fn non_cascading_foreign_key_fails_one_user_only() {
-    let astegni = Astegni::new("fk");
+    foreign_key_fails_one_row_only("fk", "");
+}
+
+/// A deferred constraint fails at COMMIT, after the DELETE returned its rows: the batch's
+/// deletions must not be reported, nor audited, until the commit succeeded.
+#[test]
+fn deferred_foreign_key_fails_at_commit_and_one_user_only() {
+    foreign_key_fails_one_row_only("fkdeferred", " DEFERRABLE INITIALLY DEFERRED");
+}
+
+fn foreign_key_fails_one_row_only(name: &str, constraint_timing: &str) {
+    let astegni = Astegni::new(name);
     let blocked = astegni.user("blocked@example.com", Some(&["user"]), "user");
     astegni.leave(blocked, -1);
     let free = astegni.user("free@example.com", Some(&["user"]), "user");
@@ -198,10 +209,10 @@ fn non_cascading_foreign_key_fails_one_user_only() {
     let free_profile = astegni.profile("tutor", other_tutor, Some(-1));
     astegni.db.exec(&format!(
         "CREATE TABLE payments (id serial PRIMARY KEY, user_id integer
-            CONSTRAINT payments_user_fk REFERENCES users(id));
+            CONSTRAINT payments_user_fk REFERENCES users(id){constraint_timing});
          INSERT INTO payments (user_id) VALUES ({blocked});
          CREATE TABLE contracts (id serial PRIMARY KEY, tutor_profile_id integer
-            CONSTRAINT contracts_tutor_fk REFERENCES tutor_profiles(id));
+            CONSTRAINT contracts_tutor_fk REFERENCES tutor_profiles(id){constraint_timing});
          INSERT INTO contracts (tutor_profile_id) VALUES ({blocked_profile});"
     ));
     let (code, stdout, stderr) = astegni.run(&[]);

@@ -2,17 +2,15 @@
 //! by a pending request that deletes the whole account.
 //!
 //! Whether a user is due can depend on a row of `account_deletion_requests`. Under READ
-//! COMMITTED a DELETE that waited for the user's row re-checks only that row; an `EXISTS` on
-//! the requests would still read the old snapshot, and a user who cancelled while we waited
-//! would be deleted anyway. So an attempt first locks the users and *all* their pending
-//! requests, in one statement (skipping any another transaction holds, and deferring that
-//! user). Only then, in a statement of its own whose fresh snapshot sees what was committed
-//! to those rows before we locked them, does it delete with the full condition, judging
-//! requests by the rows it holds. `ON DELETE CASCADE` removes the rest of the user's data;
-//! requests that survive the cascade are marked completed in the same statement, next to the
-//! audit rows.
+//! COMMITTED a DELETE re-checks only its own target row against the newest version; an
+//! `EXISTS` on the requests would read the statement's snapshot, and a user who cancelled a
+//! moment ago would be deleted anyway. So one attempt, one statement (see `statements`),
+//! first locks the users and *all* their pending requests, skipping any another transaction
+//! holds and deferring that user; the locks return each request's newest version. Only then
+//! does its DELETE judge the users, by their own row and by the request rows it holds, never
+//! by the table. `ON DELETE CASCADE` removes the rest of the user's data; requests that
+//! survive the cascade are marked completed in the same statement, next to the audit rows.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use postgres::Client;
@@ -20,9 +18,7 @@ use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{
-    by_ids, by_ids_and, lock_users, sorted_ids, users_held_by_others, wait_for_rows, wait_for_user,
-};
+use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
 use super::statements::{self as sql, Selection};
 use crate::report::{Deletion, Report};
 use crate::schema::Schema;
@@ -34,7 +30,7 @@ pub struct AccountWork<'a> {
     approved: Option<Vec<i64>>,
     due: String,
     still_due: String,
-    delete: String,
+    attempt: String,
 }
 
 impl<'a> AccountWork<'a> {
@@ -59,63 +55,7 @@ impl<'a> AccountWork<'a> {
             approved,
             due: sql::due_accounts(schema, selection),
             still_due: sql::still_due_accounts(schema),
-            delete: sql::delete_accounts(schema, audit, selection),
-        }
-    }
-
-    /// Locks the users `wanted` and their pending requests (skipping rows another
-    /// transaction holds).
-    fn lock(
-        &self,
-        transaction: &mut postgres::Transaction,
-        wanted: &[i64],
-    ) -> Result<AccountLocks, postgres::Error> {
-        if self.schema.requests.is_none() {
-            let user_locks = lock_users(transaction, &wanted.iter().copied().collect())?;
-            return Ok(AccountLocks::new(wanted, user_locks.busy, Vec::new()));
-        }
-        let mut locked_users = BTreeSet::new();
-        let mut requests = Vec::new();
-        let mut busy = BTreeSet::new();
-        for row in by_ids(transaction, sql::LOCK_ACCOUNTS, wanted)? {
-            let user: i64 = row.get(0);
-            match (row.get::<_, Option<i64>>(1), row.get::<_, bool>(2)) {
-                (None, _) => {
-                    locked_users.insert(user);
-                }
-                (Some(request), true) => requests.push(request),
-                (Some(_), false) => {
-                    busy.insert(user);
-                }
-            }
-        }
-        busy.extend(users_held_by_others(transaction, wanted, &locked_users)?);
-        Ok(AccountLocks::new(wanted, busy, requests))
-    }
-}
-
-/// What an attempt at some accounts holds.
-struct AccountLocks {
-    /// The users to delete if still due: locked, with every pending request locked.
-    ready: Vec<i64>,
-    /// Users whose row, or one of whose pending requests, another transaction holds.
-    busy: Vec<i64>,
-    /// The pending requests locked: the only ones the deletion may judge a user by.
-    requests: Vec<i64>,
-}
-
-impl AccountLocks {
-    /// Every user of `wanted` not `busy` is ready (one that does not exist has nothing to
-    /// protect: its DELETE finds nothing).
-    fn new(wanted: &[i64], busy: BTreeSet<i64>, requests: Vec<i64>) -> AccountLocks {
-        AccountLocks {
-            ready: wanted
-                .iter()
-                .copied()
-                .filter(|id| !busy.contains(id))
-                .collect(),
-            busy: busy.into_iter().collect(),
-            requests,
+            attempt: sql::attempt_accounts(schema, audit, selection),
         }
     }
 }
@@ -142,24 +82,11 @@ impl Work for AccountWork<'_> {
         wanted: &[i64],
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
-        let mut transaction = client.transaction()?;
-        let locks = self.lock(&mut transaction, wanted)?;
-        let deleted = match (locks.ready.is_empty(), self.schema.requests.is_some()) {
-            (true, _) => Vec::new(),
-            (false, true) => by_ids_and(
-                &mut transaction,
-                &self.delete,
-                &locks.ready,
-                &locks.requests,
-                Type::INT8_ARRAY,
-            )?,
-            (false, false) => by_ids(&mut transaction, &self.delete, &locks.ready)?,
-        };
-        transaction.commit()?;
-        for row in &deleted {
+        let attempted = AttemptRows::run(client, &self.attempt, wanted, None, report)?;
+        for row in &attempted.deleted {
             report_account(report, row);
         }
-        Ok(locks.busy)
+        Ok(attempted.busy)
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {

@@ -2,10 +2,11 @@
 //!
 //! A [`Work`] knows how to find the ids due (a server-side cursor, see `cursor`: each row is
 //! tried at most once per pass and memory does not grow with the backlog) and how to attempt
-//! a set of ids in one transaction, one round trip per statement (see `locks`). [`drain`]
-//! runs batches sized by [`BatchSizer`]; when a batch fails with an error that belongs to a
-//! row (a foreign key that does not cascade, a trigger), it rolls back and retries the batch
-//! one row per transaction, so only the guilty row is reported and the run goes on.
+//! a set of ids: one statement, which is its own transaction and one round trip (see
+//! `statements`). [`drain`] runs batches sized by [`BatchSizer`]; when a batch fails with an
+//! error that belongs to a row (a foreign key that does not cascade, a trigger), the failed
+//! statement has rolled back, and the batch is retried one row at a time, so only the guilty
+//! row is reported and the run goes on.
 //!
 //! Attempts lock with `SKIP LOCKED`: we never wait for a lock while holding others, so we
 //! never deadlock with the application or with a second run of ours. A batch that runs into
@@ -36,8 +37,9 @@ pub trait Work {
     fn describe(&self, id: i64) -> String;
     /// Opens the cursor over every id due now, ascending.
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error>;
-    /// Deletes what of `ids` is still due, in one transaction; reports the deletions after
-    /// commit and returns the ids still due but locked by another transaction.
+    /// Deletes what of `ids` is still due, one transaction per statement; reports the
+    /// deletions once committed, records each transaction's duration, and returns the ids
+    /// still due but locked by another transaction.
     fn attempt(
         &self,
         client: &mut Client,
@@ -169,20 +171,6 @@ pub fn drain(
     swept
 }
 
-/// One attempt (one transaction), its duration recorded for the run summary: from BEGIN to
-/// the end of writing its report lines after COMMIT, so a little more than the locks held.
-fn timed_attempt(
-    client: &mut Client,
-    work: &dyn Work,
-    ids: &[i64],
-    report: &mut Report,
-) -> Result<Vec<i64>, postgres::Error> {
-    let started = Instant::now();
-    let attempted = work.attempt(client, ids, report);
-    report.transaction_took(started.elapsed());
-    attempted
-}
-
 /// What became of a batch: the ids left for the sweep, and whether it ran without errors
 /// (only such batches tell the sizer how long rows take).
 struct Attempted {
@@ -200,7 +188,7 @@ fn attempt_isolating_failures(
     report: &mut Report,
     lock_timeout: Duration,
 ) -> anyhow::Result<Attempted> {
-    let busy = match timed_attempt(client, work, ids, report) {
+    let busy = match work.attempt(client, ids, report) {
         Ok(busy) => return Ok(Attempted { busy, clean: true }),
         Err(error) if ids.len() > 1 && (is_lock_timeout(&error) || is_row_level(&error)) => {
             log::debug!(
@@ -274,7 +262,7 @@ fn attempt_one(
     id: i64,
     report: &mut Report,
 ) -> anyhow::Result<One> {
-    match timed_attempt(client, work, &[id], report) {
+    match work.attempt(client, &[id], report) {
         Ok(busy) if busy.is_empty() => Ok(One::Done),
         Ok(_) => Ok(One::Busy),
         Err(error) if is_lock_timeout(&error) => Ok(One::Busy),

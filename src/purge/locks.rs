@@ -1,10 +1,11 @@
-//! Row locks taken inside an attempt's transaction, all with `SKIP LOCKED`.
-//!
-//! Each helper returns what it could lock and what another transaction holds. A row that
-//! does not exist (any more) is neither: it has nothing to protect.
+//! Running an attempt's statement, and waiting for rows other transactions hold.
 //!
 //! The statements of every batch run through [`by_ids`] (`query_typed`): parse, bind and
 //! execute in one round trip, where `query` takes two, and planned for the ids at hand.
+//! Outside a transaction block, that round trip is also the statement's whole transaction:
+//! the server commits at the end of it, and an error at commit (a deferred constraint)
+//! still arrives before the call returns, as the statement's error.
+//!
 //! They are deliberately not prepared once and reused: after five executions PostgreSQL
 //! switches a prepared statement to a generic plan, which cannot see how many ids
 //! `= ANY($1)` holds, estimates one row and joins a deletion's CTEs by nested loops
@@ -17,64 +18,47 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use postgres::types::{ToSql, Type};
-use postgres::{Client, GenericClient, Row, Transaction};
+use postgres::{Client, GenericClient, Row};
 
-use super::statements::{EXISTING_USERS, LOCK_USERS, WAIT_FOR_USER};
+use super::statements::WAIT_FOR_USER;
+use crate::report::Report;
 
-/// The users of an attempt, split by whether we hold their row.
-pub struct UserLocks {
-    /// Users whose row another transaction holds: their work waits for the sweep.
-    pub busy: BTreeSet<i64>,
+/// The rows an attempt statement returned, split by their last column: the deletions, and
+/// the ids still due that it left for the sweep (`TRUE`).
+pub struct AttemptRows {
+    pub deleted: Vec<Row>,
+    pub busy: Vec<i64>,
 }
 
-impl UserLocks {
-    /// Whether work for `user` (None: a row without a user) can proceed.
-    pub fn ready(&self, user: Option<i64>) -> bool {
-        user.is_none_or(|user| !self.busy.contains(&user))
+impl AttemptRows {
+    /// Runs the attempt statement `sql` with the ids as `$1` and, for role work, the role as
+    /// `$2`: one round trip, one transaction. Records how long it took, which is how long it
+    /// held its locks (and a round trip more).
+    pub fn run(
+        client: &mut Client,
+        sql: &str,
+        ids: &[i64],
+        role: Option<&str>,
+        report: &mut Report,
+    ) -> Result<AttemptRows, postgres::Error> {
+        let started = Instant::now();
+        let rows = match role {
+            Some(role) => by_ids_and(client, sql, ids, &role, Type::TEXT),
+            None => by_ids(client, sql, ids),
+        };
+        report.transaction_took(started.elapsed());
+        Ok(AttemptRows::split(rows?))
     }
-}
 
-/// Locks the `users` rows of `user_ids`.
-pub fn lock_users(
-    transaction: &mut Transaction,
-    user_ids: &BTreeSet<i64>,
-) -> Result<UserLocks, postgres::Error> {
-    let wanted: Vec<i64> = user_ids.iter().copied().collect();
-    let locked: BTreeSet<i64> = ids(by_ids(transaction, LOCK_USERS, &wanted)?);
-    Ok(UserLocks {
-        busy: users_held_by_others(transaction, &wanted, &locked)?,
-    })
-}
-
-/// Of the users `wanted`, those not in `locked` that exist: another transaction holds them.
-/// One more statement, but only when a lock was refused.
-pub fn users_held_by_others(
-    transaction: &mut Transaction,
-    wanted: &[i64],
-    locked: &BTreeSet<i64>,
-) -> Result<BTreeSet<i64>, postgres::Error> {
-    Ok(busy_among(transaction, wanted, locked, EXISTING_USERS)?
-        .into_iter()
-        .collect())
-}
-
-/// Of `wanted`, the ids that were not locked but are still due according to `still_due_sql`
-/// (a statement taking the ids as `$1` and returning the still-due ones).
-pub fn busy_among(
-    transaction: &mut Transaction,
-    wanted: &[i64],
-    locked: &BTreeSet<i64>,
-    still_due_sql: &str,
-) -> Result<Vec<i64>, postgres::Error> {
-    let unlocked: Vec<i64> = wanted
-        .iter()
-        .copied()
-        .filter(|id| !locked.contains(id))
-        .collect();
-    if unlocked.is_empty() {
-        return Ok(Vec::new());
+    fn split(rows: Vec<Row>) -> AttemptRows {
+        let (busy, deleted): (Vec<Row>, Vec<Row>) = rows
+            .into_iter()
+            .partition(|row| row.get::<_, bool>(row.len() - 1));
+        AttemptRows {
+            deleted,
+            busy: busy.iter().map(|row| row.get::<_, i64>(0)).collect(),
+        }
     }
-    sorted_ids(transaction, still_due_sql, &unlocked)
 }
 
 /// Waits, holding nothing else, until `sql` (`SELECT ... FOR UPDATE`) can lock its rows,

@@ -1,13 +1,13 @@
 //! Role deletions: a profile row due by itself ("Manage Role"), and a pending request that
 //! deletes one role only (`delete_user = FALSE`).
 //!
-//! One attempt locks the profile (or request) rows and their users (for profiles, in one
-//! statement), then in the next statement deletes the profiles still due, removes the role
-//! from `users.roles` (whatever its type), fixes `active_role`, writes the audit rows and,
-//! for requests, marks them completed. The profile, the user update and the audit row commit
+//! One attempt is one statement per profile table (see `statements`): it locks the profile
+//! (or request) rows and their users, deletes the profiles still due, removes the role from
+//! `users.roles` (whatever its type), fixes `active_role`, writes the audit rows and, for
+//! requests, marks them completed. The profile, the user update and the audit row commit
 //! together or not at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use postgres::Client;
@@ -15,9 +15,7 @@ use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{
-    busy_among, by_ids, by_ids_and, lock_users, sorted_ids, wait_for_rows, wait_for_user,
-};
+use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
 use super::statements as sql;
 use crate::report::{Deletion, Report};
 use crate::schema::{ProfileTable, Schema};
@@ -26,9 +24,8 @@ use crate::schema::{ProfileTable, Schema};
 pub struct ProfileWork<'a> {
     profile: &'a ProfileTable,
     due: String,
-    lock: String,
+    attempt: String,
     still_due: String,
-    delete: String,
 }
 
 impl<'a> ProfileWork<'a> {
@@ -36,9 +33,8 @@ impl<'a> ProfileWork<'a> {
         ProfileWork {
             profile,
             due: sql::due_profiles(profile),
-            lock: sql::lock_profiles(profile),
+            attempt: sql::attempt_profiles(schema, profile, audit),
             still_due: sql::still_due_profiles(profile),
-            delete: sql::delete_profiles(schema, profile, audit),
         }
     }
 }
@@ -65,27 +61,9 @@ impl Work for ProfileWork<'_> {
         wanted: &[i64],
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
-        let mut transaction = client.transaction()?;
-        // (profile id, whether its user is locked or gone)
-        let locked: Vec<(i64, bool)> = by_ids(&mut transaction, &self.lock, wanted)?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let locked_ids: BTreeSet<i64> = locked.iter().map(|(id, _)| *id).collect();
-        let mut busy = busy_among(&mut transaction, wanted, &locked_ids, &self.still_due)?;
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            locked.into_iter().partition(|(_, user_ready)| *user_ready);
-        busy.extend(waiting.into_iter().map(|(id, _)| id));
-        let ready: Vec<i64> = ready.into_iter().map(|(id, _)| id).collect();
-        let deleted = if ready.is_empty() {
-            Vec::new()
-        } else {
-            let role = &self.profile.role;
-            by_ids_and(&mut transaction, &self.delete, &ready, role, Type::TEXT)?
-        };
-        transaction.commit()?;
-        report_roles(report, &self.profile.role, &deleted);
-        Ok(busy)
+        let role = &self.profile.role;
+        let attempted = AttemptRows::run(client, &self.attempt, wanted, Some(role), report)?;
+        Ok(report_roles(report, role, attempted))
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
@@ -130,19 +108,21 @@ pub(super) fn report_role(report: &mut Report, role: &str, row: &postgres::Row) 
     });
 }
 
-fn report_roles(report: &mut Report, role: &str, rows: &[postgres::Row]) {
-    for row in rows {
+/// Reports the deletions of a role attempt; returns the ids it left for the sweep.
+fn report_roles(report: &mut Report, role: &str, attempted: AttemptRows) -> Vec<i64> {
+    for row in &attempted.deleted {
         report_role(report, role, row);
     }
+    attempted.busy
 }
 
 /// Pending requests that delete one role (`delete_user = FALSE`), for every role with a
 /// profile table.
 pub struct RoleRequestWork {
     roles: Vec<String>,
-    lock_profiles: BTreeMap<String, String>,
+    /// Per role: the attempt statement of its profile table.
+    attempts: BTreeMap<String, String>,
     wait_profiles: BTreeMap<String, String>,
-    delete: BTreeMap<String, String>,
 }
 
 impl RoleRequestWork {
@@ -156,9 +136,8 @@ impl RoleRequestWork {
         };
         RoleRequestWork {
             roles: schema.profiles.iter().map(|p| p.role.clone()).collect(),
-            lock_profiles: by_role(&sql::lock_profiles_of_users),
+            attempts: by_role(&|profile| sql::attempt_requested_profiles(schema, profile, audit)),
             wait_profiles: by_role(&sql::wait_for_requested_profile),
-            delete: by_role(&|profile| sql::delete_requested_profiles(schema, profile, audit)),
         }
     }
 
@@ -184,25 +163,6 @@ impl RoleRequestWork {
         }
         Ok(())
     }
-
-    /// Locks the profiles each role's requests touch; returns the users whose profile
-    /// another transaction holds.
-    fn busy_profile_users(
-        &self,
-        transaction: &mut postgres::Transaction,
-        by_role: &BTreeMap<String, Vec<(i64, i64)>>,
-    ) -> Result<BTreeSet<(String, i64)>, postgres::Error> {
-        let mut busy = BTreeSet::new();
-        for (role, requests) in by_role {
-            let users: Vec<i64> = requests.iter().map(|(_, user)| *user).collect();
-            for row in by_ids(transaction, &self.lock_profiles[role], &users)? {
-                if !row.get::<_, bool>(1) {
-                    busy.insert((role.clone(), row.get::<_, i64>(0)));
-                }
-            }
-        }
-        Ok(busy)
-    }
 }
 
 impl Work for RoleRequestWork {
@@ -222,60 +182,18 @@ impl Work for RoleRequestWork {
         )
     }
 
+    /// One statement per role, each its own transaction: a role's deletions are reported as
+    /// soon as they are committed, before the next role's statement can fail.
     fn attempt(
         &self,
         client: &mut Client,
         wanted: &[i64],
         report: &mut Report,
     ) -> Result<Vec<i64>, postgres::Error> {
-        let mut transaction = client.transaction()?;
-        let locked: Vec<(i64, i64, String)> =
-            by_ids(&mut transaction, sql::LOCK_ROLE_REQUESTS, wanted)?
-                .iter()
-                .map(|row| (row.get(0), row.get(1), row.get(2)))
-                .filter(|(_, _, role): &(i64, i64, String)| self.delete.contains_key(role))
-                .collect();
-        let locked_ids: BTreeSet<i64> = locked.iter().map(|(id, _, _)| *id).collect();
-        let mut busy = busy_among(
-            &mut transaction,
-            wanted,
-            &locked_ids,
-            sql::STILL_DUE_ROLE_REQUESTS,
-        )?;
-        let users: BTreeSet<i64> = locked.iter().map(|(_, user, _)| *user).collect();
-        let user_locks = lock_users(&mut transaction, &users)?;
-        let mut by_role: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-        for (id, user, role) in locked {
-            if user_locks.ready(Some(user)) {
-                by_role.entry(role).or_default().push((id, user));
-            } else {
-                busy.push(id);
-            }
-        }
-        let busy_profiles = self.busy_profile_users(&mut transaction, &by_role)?;
-        let mut deleted = Vec::new();
-        for (role, requests) in &by_role {
-            let (ready, waiting): (Vec<_>, Vec<_>) = requests
-                .iter()
-                .partition(|(_, user)| !busy_profiles.contains(&(role.clone(), *user)));
-            busy.extend(waiting.into_iter().map(|&(id, _)| id));
-            let ready: Vec<i64> = ready.into_iter().map(|&(id, _)| id).collect();
-            if !ready.is_empty() {
-                deleted.push((
-                    role,
-                    by_ids_and(
-                        &mut transaction,
-                        &self.delete[role],
-                        &ready,
-                        role,
-                        Type::TEXT,
-                    )?,
-                ));
-            }
-        }
-        transaction.commit()?;
-        for (role, rows) in &deleted {
-            report_roles(report, role, rows);
+        let mut busy = Vec::new();
+        for (role, attempt) in &self.attempts {
+            let attempted = AttemptRows::run(client, attempt, wanted, Some(role), report)?;
+            busy.extend(report_roles(report, role, attempted));
         }
         Ok(busy)
     }

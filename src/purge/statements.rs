@@ -5,9 +5,26 @@
 //! type. Ids travel as `bigint[]` whatever the column type: int4 = int8 comparisons still use
 //! the primary-key index.
 //!
-//! Every DELETE repeats the "is it still due" condition in its own WHERE clause. The rows that
-//! condition reads (the target row, and the request rows an account deletion depends on) are
-//! locked earlier in the same transaction, so the re-check cannot read a stale snapshot.
+//! An attempt at a batch is one statement, run on its own (autocommit: one round trip, and
+//! its transaction is the statement). Its CTEs first lock, `FOR UPDATE SKIP LOCKED`, every
+//! row the deletion depends on: the target rows, their users and, for accounts, the user's
+//! pending requests. Then its DELETE repeats the "is it still due" condition in its own WHERE
+//! clause. All CTEs share the statement's snapshot, so this is only sound because of two
+//! things PostgreSQL does under READ COMMITTED:
+//!
+//! - a row lock taken on a row updated after the snapshot follows it to its newest version,
+//!   re-checks the lock's WHERE clause on it and returns that version's values;
+//! - a DELETE or UPDATE that finds its target row updated after the snapshot re-checks its
+//!   WHERE clause on the newest version (which we hold, so nobody can change it again).
+//!
+//! So a re-check never reads another table: whatever it needs from other rows (an account's
+//! pending requests) it reads from the lock CTE's output, which holds the newest version of
+//! each of those rows, locked. A row of another table merely read from the snapshot could be
+//! stale (a request cancelled a moment ago), and is only ever used to defer work: a pending
+//! request visible in the snapshot but not locked makes its user wait for the sweep.
+//!
+//! Every statement also returns the ids of the batch that it left alone while they are still
+//! due (locked by someone else, or waiting on a row someone else holds), for the sweep.
 
 use crate::schema::{ProfileTable, RolesType, Schema};
 
@@ -95,22 +112,41 @@ pub fn due_profiles(profile: &ProfileTable) -> String {
     )
 }
 
-/// Locks the candidate profiles `$1` that are still due, then their users; returns (profile
-/// id, whether its user's row is ours or gone). One statement, so one round trip: the user
-/// locks read the profiles locked just before. A profile whose user another transaction
-/// holds stays locked until the attempt ends, but is not deleted.
-pub fn lock_profiles(profile: &ProfileTable) -> String {
+/// Whether the user of the locked row `alias` (with a `user_id`) lets its work go ahead:
+/// the CTE `locked_users` holds its row, or it has none.
+fn user_ready(alias: &str) -> String {
     format!(
-        "WITH locked_profiles AS MATERIALIZED (SELECT p.id, p.user_id FROM {} p \
-         WHERE p.id = ANY($1::bigint[]) AND {} FOR UPDATE SKIP LOCKED), \
+        "({alias}.user_id IS NULL OR {alias}.user_id IN (SELECT id FROM locked_users) \
+         OR NOT EXISTS (SELECT 1 FROM users x WHERE x.id = {alias}.user_id))"
+    )
+}
+
+/// One attempt at the profiles `$1` of role `$2`: locks those still due, then their users;
+/// deletes the profiles whose user it holds (or that have none), removes the role from
+/// those users and audits. Returns (profile id, user id, email, FALSE) per deletion and
+/// (profile id, NULL, NULL, TRUE) per profile still due that it left for the sweep.
+pub fn attempt_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
+    let table = profile.table.quoted();
+    let due = profile_due(profile);
+    format!(
+        "WITH locked_profiles AS MATERIALIZED (SELECT p.id, p.user_id FROM {table} p \
+         WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE SKIP LOCKED), \
          locked_users AS MATERIALIZED (SELECT u.id FROM users u \
          WHERE u.id = ANY (ARRAY(SELECT user_id FROM locked_profiles)) \
-         ORDER BY u.id FOR UPDATE SKIP LOCKED) \
-         SELECT p.id::bigint, p.user_id IS NULL OR p.user_id IN (SELECT id FROM locked_users) \
-         OR NOT EXISTS (SELECT 1 FROM users x WHERE x.id = p.user_id) \
-         FROM locked_profiles p",
-        profile.table.quoted(),
-        profile_due(profile)
+         ORDER BY u.id FOR UPDATE SKIP LOCKED), \
+         ready AS MATERIALIZED (SELECT p.id FROM locked_profiles p WHERE {}), \
+         deleted AS (DELETE FROM {table} p WHERE p.id = ANY($1::bigint[]) \
+         AND p.id IN (SELECT id FROM ready) AND {due} \
+         RETURNING p.id::bigint AS profile_id, p.user_id::bigint AS user_id){} \
+         {DELETED_ROLES} \
+         UNION ALL SELECT p.id::bigint, NULL, NULL, TRUE FROM locked_profiles p \
+         WHERE p.id NOT IN (SELECT id FROM ready) \
+         UNION ALL SELECT p.id::bigint, NULL, NULL, TRUE \
+         FROM unnest($1::bigint[]) AS w(id) JOIN {table} p ON p.id = w.id \
+         WHERE w.id NOT IN (SELECT id FROM locked_profiles) AND {due} \
+         ORDER BY 4, 1",
+        user_ready("p"),
+        role_tail(schema, audit)
     )
 }
 
@@ -131,8 +167,6 @@ pub fn wait_for_profile(profile: &ProfileTable) -> String {
     )
 }
 
-pub const LOCK_USERS: &str =
-    "SELECT id::bigint FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED";
 pub const EXISTING_USERS: &str = "SELECT id::bigint FROM users WHERE id = ANY($1::bigint[])";
 pub const WAIT_FOR_USER: &str = "SELECT 1 FROM users WHERE id = $1::bigint FOR UPDATE";
 
@@ -204,8 +238,8 @@ fn json_name(roles_type: RolesType) -> &'static str {
     }
 }
 
-/// CTEs `updated` (the users whose role was removed, with their email) following a CTE
-/// `deleted(profile_id, user_id)`, and the final SELECT of (profile id, user id, email).
+/// CTEs `updated` (the users whose role was removed, with their email) and `audited`,
+/// following a CTE `deleted(profile_id, user_id)`; [`DELETED_ROLES`] selects the result.
 fn role_tail(schema: &Schema, audit: bool) -> String {
     let mut tail = match role_removal(schema) {
         Some(set) => format!(
@@ -228,24 +262,12 @@ fn role_tail(schema: &Schema, audit: bool) -> String {
              FROM deleted d LEFT JOIN updated up ON up.user_id = d.user_id)",
         );
     }
-    tail.push_str(
-        " SELECT d.profile_id, d.user_id, up.email FROM deleted d \
-         LEFT JOIN updated up ON up.user_id = d.user_id ORDER BY d.profile_id",
-    );
     tail
 }
 
-/// Deletes the profiles `$1` that are still due, removes role `$2` from their users and
-/// writes the audit rows; returns (profile id, user id, email) per deleted profile.
-pub fn delete_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
-    format!(
-        "WITH deleted AS (DELETE FROM {} p WHERE p.id = ANY($1::bigint[]) AND {} \
-         RETURNING p.id::bigint AS profile_id, p.user_id::bigint AS user_id){}",
-        profile.table.quoted(),
-        profile_due(profile),
-        role_tail(schema, audit)
-    )
-}
+/// (profile id, user id, email, FALSE) per profile in `deleted`, after [`role_tail`].
+const DELETED_ROLES: &str = "SELECT d.profile_id, d.user_id, up.email, FALSE FROM deleted d \
+     LEFT JOIN updated up ON up.user_id = d.user_id";
 
 /// Every role-only request due for a role in `$1`, ascending.
 pub const DUE_ROLE_REQUESTS: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
@@ -258,28 +280,12 @@ pub const UNKNOWN_ROLE_REQUESTS: &str = "SELECT r.id::bigint, r.user_id::bigint,
      WHERE r.status = 'pending' AND r.scheduled_deletion_at <= now() \
      AND r.delete_user = FALSE AND (r.role IS NULL OR r.role <> ALL($1::text[])) ORDER BY r.id";
 
-/// Locks the role-only requests `$1` still due; returns (request id, user id, role).
-pub const LOCK_ROLE_REQUESTS: &str = "SELECT r.id::bigint, r.user_id::bigint, r.role::text FROM account_deletion_requests r \
-     WHERE r.id = ANY($1::bigint[]) AND r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-     AND r.delete_user = FALSE FOR UPDATE SKIP LOCKED";
-
 pub const STILL_DUE_ROLE_REQUESTS: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
      WHERE r.id = ANY($1::bigint[]) AND r.status = 'pending' AND r.scheduled_deletion_at <= now() \
      AND r.delete_user = FALSE";
 
 pub const WAIT_FOR_REQUEST: &str =
     "SELECT 1 FROM account_deletion_requests WHERE id = $1::bigint FOR UPDATE";
-
-/// Locks every profile of the users `$1` in this table; returns (profile id, locked?).
-pub fn lock_profiles_of_users(profile: &ProfileTable) -> String {
-    let table = profile.table.quoted();
-    format!(
-        "WITH locked AS (SELECT p.id FROM {table} p WHERE p.user_id = ANY($1::bigint[]) \
-         FOR UPDATE SKIP LOCKED) \
-         SELECT p.user_id::bigint, p.id IN (SELECT id FROM locked) \
-         FROM {table} p WHERE p.user_id = ANY($1::bigint[])"
-    )
-}
 
 /// Waits for the profile a role request `(user $1, profile $2 or any)` names.
 pub fn wait_for_requested_profile(profile: &ProfileTable) -> String {
@@ -290,19 +296,42 @@ pub fn wait_for_requested_profile(profile: &ProfileTable) -> String {
     )
 }
 
-/// Carries out the role-only requests `$1` (locked) for role `$2`: deletes the profile the
-/// request names, removes the role, audits, and marks the requests completed.
-pub fn delete_requested_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
+/// One attempt at the role-only requests `$1` for role `$2`, whose profiles are in this
+/// table: locks the requests still due, their users and every profile of those users in
+/// the table. For each request whose user and profiles it holds, it deletes the profile the
+/// request names (or all of them), removes the role, audits and marks the request
+/// completed. Returns (profile id, user id, email, FALSE) per deletion and (request id,
+/// NULL, NULL, TRUE) per request still due that it left for the sweep.
+pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
+    let table = profile.table.quoted();
     let completed_at = completed_at(schema);
     format!(
-        "WITH req AS (SELECT r.id, r.user_id, r.profile_id FROM account_deletion_requests r \
-         WHERE r.id = ANY($1::bigint[]) AND {ROLE_REQUEST_DUE}), \
+        "WITH locked_requests AS MATERIALIZED (SELECT r.id, r.user_id, r.profile_id \
+         FROM account_deletion_requests r WHERE r.id = ANY($1::bigint[]) \
+         AND r.role = $2::text AND {ROLE_REQUEST_DUE} FOR UPDATE SKIP LOCKED), \
+         locked_users AS MATERIALIZED (SELECT u.id FROM users u \
+         WHERE u.id = ANY (ARRAY(SELECT user_id FROM locked_requests)) \
+         ORDER BY u.id FOR UPDATE SKIP LOCKED), \
+         locked_profiles AS MATERIALIZED (SELECT p.id FROM {table} p \
+         WHERE p.user_id = ANY (ARRAY(SELECT id FROM locked_users)) FOR UPDATE SKIP LOCKED), \
+         ready AS MATERIALIZED (SELECT r.id, r.user_id, r.profile_id FROM locked_requests r \
+         WHERE {} AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.user_id = r.user_id \
+         AND p.id NOT IN (SELECT id FROM locked_profiles))), \
          completed AS (UPDATE account_deletion_requests r SET status = 'completed'{completed_at} \
-         WHERE r.id IN (SELECT id FROM req)), \
-         deleted AS (DELETE FROM {} p USING req \
+         WHERE r.id IN (SELECT id FROM ready)), \
+         deleted AS (DELETE FROM {table} p USING ready req \
          WHERE p.user_id = req.user_id AND (req.profile_id IS NULL OR p.id = req.profile_id) \
-         RETURNING p.id::bigint AS profile_id, p.user_id::bigint AS user_id){}",
-        profile.table.quoted(),
+         AND p.id IN (SELECT id FROM locked_profiles) \
+         RETURNING p.id::bigint AS profile_id, p.user_id::bigint AS user_id){} \
+         {DELETED_ROLES} \
+         UNION ALL SELECT r.id::bigint, NULL, NULL, TRUE FROM locked_requests r \
+         WHERE r.id NOT IN (SELECT id FROM ready) \
+         UNION ALL SELECT r.id::bigint, NULL, NULL, TRUE \
+         FROM unnest($1::bigint[]) AS w(id) JOIN account_deletion_requests r ON r.id = w.id \
+         WHERE w.id NOT IN (SELECT id FROM locked_requests) AND r.role = $2::text \
+         AND {ROLE_REQUEST_DUE} \
+         ORDER BY 4, 1",
+        user_ready("r"),
         role_tail(schema, audit)
     )
 }
@@ -374,38 +403,53 @@ pub fn still_due_accounts(schema: &Schema) -> String {
     )
 }
 
-/// Locks the users `$1`, then the pending requests of those locked, in one statement (one
-/// round trip). Returns (user id, NULL, TRUE) for each user locked, and (user id, request
-/// id, locked?) for each pending request of a locked user.
-pub const LOCK_ACCOUNTS: &str = "WITH locked_users AS MATERIALIZED (SELECT u.id FROM users u \
-     WHERE u.id = ANY($1::bigint[]) ORDER BY u.id FOR UPDATE SKIP LOCKED), \
-     locked_requests AS MATERIALIZED (SELECT r.id FROM account_deletion_requests r \
-     WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) AND r.status = 'pending' \
-     FOR UPDATE SKIP LOCKED) \
-     SELECT id::bigint, NULL::bigint, TRUE FROM locked_users \
-     UNION ALL \
-     SELECT r.user_id::bigint, r.id::bigint, r.id IN (SELECT id FROM locked_requests) \
-     FROM account_deletion_requests r \
-     WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) AND r.status = 'pending'";
+/// The columns of `account_deletion_requests` that [`account_request_due`] reads.
+fn request_due_columns(schema: &Schema) -> &'static str {
+    match &schema.requests {
+        Some(requests) if requests.per_role => {
+            "r.id, r.user_id, r.status, r.scheduled_deletion_at, r.delete_user"
+        }
+        _ => "r.id, r.user_id, r.status, r.scheduled_deletion_at",
+    }
+}
 
-/// Deletes the users `$1` (locked) whose account is still due, judging requests only by the
-/// locked rows `$2`; marks those requests completed and audits; returns (user id, email).
-pub fn delete_accounts(schema: &Schema, audit: bool, selection: Selection) -> String {
-    let (request_check, complete) = match schema.requests {
+/// One attempt at the accounts `$1`: locks the users, then every pending request of the
+/// users locked; deletes the users it holds whose account is still due, judging requests
+/// only by the locked rows, and leaves alone a user one of whose pending requests another
+/// transaction holds. Marks the requests completed and audits. Returns (user id, email,
+/// FALSE) per deletion and (user id, NULL, TRUE) per user it left for the sweep.
+pub fn attempt_accounts(schema: &Schema, audit: bool, selection: Selection) -> String {
+    let (request_ctes, request_check, complete) = match schema.requests {
         Some(_) => (
             format!(
-                " OR EXISTS (SELECT 1 FROM account_deletion_requests r \
-                 WHERE r.user_id = u.id AND r.id = ANY($2::bigint[]) AND {})",
+                "locked_requests AS MATERIALIZED (SELECT {} FROM account_deletion_requests r \
+                 WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) \
+                 AND r.status = 'pending' FOR UPDATE SKIP LOCKED), \
+                 blocked AS MATERIALIZED (SELECT DISTINCT r.user_id \
+                 FROM account_deletion_requests r \
+                 WHERE r.user_id = ANY (ARRAY(SELECT id FROM locked_users)) \
+                 AND r.status = 'pending' AND r.id NOT IN (SELECT id FROM locked_requests)), ",
+                request_due_columns(schema)
+            ),
+            format!(
+                " OR u.id IN (SELECT r.user_id FROM locked_requests r WHERE {})",
                 account_request_due(schema)
             ),
             format!(
                 ", completed AS (UPDATE account_deletion_requests r \
-                 SET status = 'completed'{} WHERE r.id = ANY($2::bigint[]) \
+                 SET status = 'completed'{} WHERE r.id IN (SELECT id FROM locked_requests) \
                  AND r.user_id IN (SELECT user_id FROM deleted))",
                 completed_at(schema)
             ),
         ),
-        None => (String::new(), String::new()),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let (not_blocked, blocked) = match schema.requests {
+        Some(_) => (
+            " AND u.id NOT IN (SELECT user_id FROM blocked)",
+            " UNION ALL SELECT user_id::bigint, NULL, TRUE FROM blocked",
+        ),
+        None => ("", ""),
     };
     let audited = match (audit, selection) {
         (false, _) => "",
@@ -426,10 +470,17 @@ pub fn delete_accounts(schema: &Schema, audit: bool, selection: Selection) -> St
         Selection::Approved => String::new(),
     };
     format!(
-        "WITH deleted AS (DELETE FROM users u WHERE u.id = ANY($1::bigint[]) \
+        "WITH locked_users AS MATERIALIZED (SELECT u.id FROM users u \
+         WHERE u.id = ANY($1::bigint[]) ORDER BY u.id FOR UPDATE SKIP LOCKED), \
+         {request_ctes}\
+         deleted AS (DELETE FROM users u WHERE u.id = ANY($1::bigint[]) \
+         AND u.id IN (SELECT id FROM locked_users){not_blocked} \
          AND (({}){request_check}){hold} \
          RETURNING u.id::bigint AS user_id, {} AS email){complete}{audited} \
-         SELECT user_id, email FROM deleted ORDER BY user_id",
+         SELECT user_id, email, FALSE FROM deleted{blocked} \
+         UNION ALL SELECT x.id::bigint, NULL, TRUE FROM unnest($1::bigint[]) AS w(id) \
+         JOIN users x ON x.id = w.id WHERE w.id NOT IN (SELECT id FROM locked_users) \
+         ORDER BY 3, 1",
         user_due(schema, "u"),
         email(schema)
     )
