@@ -20,8 +20,9 @@
 //! So a re-check never reads another table: whatever it needs from other rows (an account's
 //! pending requests) it reads from the lock CTE's output, which holds the newest version of
 //! each of those rows, locked. A row of another table merely read from the snapshot could be
-//! stale (a request cancelled a moment ago), and is only ever used to defer work: a pending
-//! request visible in the snapshot but not locked makes its user wait for the sweep.
+//! stale (a request cancelled a moment ago), and is only ever used to defer work (a pending
+//! request visible in the snapshot but not locked makes its user wait for the sweep) or for
+//! the email written to the report and the audit row.
 //!
 //! Every statement also returns the ids of the batch that it left alone while they are still
 //! due (locked by someone else, or waiting on a row someone else holds), for the sweep.
@@ -30,7 +31,8 @@
 //! `$1` is due), so a join with a CTE on its inner side may become a nested loop that scans
 //! the CTE once per outer row: 40 ms instead of 1 for 300 rows, measured. So a CTE's ids are
 //! only ever used as `= ANY (ARRAY(SELECT ...))` (computed once, then an index condition or
-//! a filter) or inside an `OR`/`NOT IN` (a hashed subplan), never as a join.
+//! a filter) or inside an `OR`/`NOT IN` (a hashed subplan). The one join left, a role
+//! request's DELETE `USING` its requests, has the big profile table on the other side.
 
 use crate::schema::{ProfileTable, RolesType, Schema};
 
