@@ -246,6 +246,63 @@ fn role_only_request_deletes_one_profile() {
     );
 }
 
+/// Requests of several roles, their ids interleaved, one user with two: the cursor hands
+/// them out a role at a time, and every one is carried out once.
+#[test]
+fn role_only_requests_of_several_roles_are_all_carried_out() {
+    let astegni = Astegni::new("roleseveral");
+    let both = astegni.user(
+        "both@example.com",
+        Some(&["user", "tutor", "parent"]),
+        "tutor",
+    );
+    let both_tutor = astegni.profile("tutor", both, None);
+    let both_parent = astegni.profile("parent", both, None);
+    let student = astegni.user("s@example.com", Some(&["user", "student"]), "student");
+    let student_profile = astegni.profile("student", student, None);
+    let requests = [
+        astegni.request(both, -1, Some("tutor")),
+        astegni.request(student, -1, Some("student")),
+        astegni.request(both, -1, Some("parent")),
+    ];
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for (table, id) in [
+        ("tutor_profiles", both_tutor),
+        ("parent_profiles", both_parent),
+        ("student_profiles", student_profile),
+    ] {
+        assert!(!astegni.exists(table, id), "{table} {id}");
+    }
+    assert_eq!(astegni.roles_of(both), Some(vec!["user".into()]));
+    assert_eq!(astegni.roles_of(student), Some(vec!["user".into()]));
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM account_deletion_requests WHERE status = 'completed' \
+             AND id IN ({}, {}, {})",
+            requests[0], requests[1], requests[2]
+        )),
+        3
+    );
+    let mut audited: Vec<(i64, Option<String>)> = astegni
+        .audit()
+        .into_iter()
+        .map(|(_, user, _, role)| (user, role))
+        .collect();
+    audited.sort();
+    let mut expected = vec![
+        (both, Some("parent".to_owned())),
+        (both, Some("tutor".to_owned())),
+        (student, Some("student".to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(audited, expected);
+    assert!(
+        stdout.contains("COMPLETED: 3 roles and 0 accounts deleted"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn second_run_deletes_nothing() {
     let astegni = Astegni::new("twice");
