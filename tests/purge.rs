@@ -246,8 +246,8 @@ fn role_only_request_deletes_one_profile() {
     );
 }
 
-/// Requests of several roles, their ids interleaved, one user with two: the cursor hands
-/// them out a role at a time, and every one is carried out once.
+/// Requests of several roles, their ids interleaved, one user with two: one batch, which
+/// runs one statement per role, and every request is carried out once.
 #[test]
 fn role_only_requests_of_several_roles_are_all_carried_out() {
     let astegni = Astegni::new("roleseveral");
