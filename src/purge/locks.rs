@@ -103,7 +103,7 @@ pub fn wait_for_user(
 }
 
 /// Runs `sql` with the ids as `$1` (`bigint[]`): in one round trip, planned for these ids.
-pub fn by_ids(
+fn by_ids(
     client: &mut impl GenericClient,
     sql: &str,
     ids: &[i64],
@@ -121,7 +121,7 @@ pub fn sorted_ids(
 }
 
 /// [`by_ids`] with a second parameter `$2` of type `second_type`.
-pub fn by_ids_and(
+fn by_ids_and(
     client: &mut impl GenericClient,
     sql: &str,
     ids: &[i64],
@@ -132,6 +132,6 @@ pub fn by_ids_and(
 }
 
 /// The first column of `rows` as ids.
-pub fn ids(rows: Vec<postgres::Row>) -> BTreeSet<i64> {
+fn ids(rows: Vec<postgres::Row>) -> BTreeSet<i64> {
     rows.iter().map(|row| row.get::<_, i64>(0)).collect()
 }
