@@ -2,8 +2,9 @@
 //! period has passed, logging every deletion.
 //!
 //! This file is the outline of a run: read the settings, connect, detect the schema, then
-//! run the command, alert, and map what happened to an exit code (see `EXIT_*`). Each step
-//! lives in its own module.
+//! run the command, and map what happened to an exit code (see `EXIT_*`) in one place,
+//! [`exit_code`], from plain values: the run's [`Summary`] or the [`Failure`] that ended it.
+//! Each step lives in its own module.
 
 mod check;
 mod config;
@@ -18,14 +19,15 @@ mod purge;
 mod report;
 mod schema;
 mod sql;
+mod summary;
 mod tls;
 mod webhook;
 
 use std::process::ExitCode;
 
 use config::{Command, Parsed, Settings};
-use purge::Outcome;
-use report::{Ending, FAILURE_MESSAGE_ID, Report};
+use report::{FAILURE_MESSAGE_ID, Report};
+use summary::{Ending, Summary};
 
 /// Done, also when nothing was due.
 const EXIT_OK: u8 = 0;
@@ -61,12 +63,15 @@ fn setup_failure(error: anyhow::Error) -> Failure {
     }
 }
 
-/// What a finished command tells the alerting: its exit code, how many rows it deleted and
-/// the report it wrote, if it wrote one.
-struct Finished {
-    code: u8,
-    deleted: u64,
-    report: Option<String>,
+/// What a command that did not fail produced.
+enum Done {
+    /// `check` or `pending`: output written, nothing deleted.
+    Listed,
+    /// The job or `approve`: what it did, and the report it wrote (for the alert).
+    Purged {
+        summary: Summary,
+        transcript: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,65 +90,73 @@ fn main() -> ExitCode {
     let code = if settings.command == Command::NotifyFailure {
         notify::notify_failure(&settings)
     } else {
-        run_and_alert(&settings)
+        let result = run(&settings);
+        let code = exit_code(&result);
+        log_failure(&result, code);
+        alert(&settings, &result, code);
+        code
     };
     // Info lines logged since the last batch (alerts sent, for one) may still be pending.
     log::logger().flush();
     ExitCode::from(code)
 }
 
-/// Runs the command and sends the alerts it calls for; returns the exit code.
-fn run_and_alert(settings: &Settings) -> u8 {
-    match run(settings) {
-        Ok(finished) => {
-            alert(settings, &finished, None);
-            finished.code
-        }
-        Err(Failure { code, error }) => {
-            log::error!(
-                target: logging::FINAL, message_id = FAILURE_MESSAGE_ID, exit_code = code;
-                "{error:#}"
-            );
-            let finished = Finished {
-                code,
-                deleted: 0,
-                report: None,
-            };
-            alert(settings, &finished, Some(&format!("{error:#}")));
-            code
-        }
+/// The exit code of a command's result.
+fn exit_code(result: &Result<Done, Failure>) -> u8 {
+    match result {
+        Err(failure) => failure.code,
+        Ok(Done::Listed) => EXIT_OK,
+        Ok(Done::Purged { summary, .. }) => match summary.ending {
+            Ending::Capped => EXIT_CAPPED,
+            Ending::BrokeOff(_) => EXIT_FAILED,
+            Ending::Completed if summary.has_trouble() => EXIT_FAILED,
+            Ending::Completed => EXIT_OK,
+        },
     }
+}
+
+/// Logs the error that ended a command, at error priority with its exit code.
+fn log_failure(result: &Result<Done, Failure>, code: u8) {
+    let error = match result {
+        Err(failure) => format!("{:#}", failure.error),
+        Ok(Done::Purged { summary, .. }) => match &summary.ending {
+            Ending::BrokeOff(error) => error.clone(),
+            _ => return,
+        },
+        Ok(Done::Listed) => return,
+    };
+    log::error!(
+        target: logging::FINAL, message_id = FAILURE_MESSAGE_ID, exit_code = code;
+        "{error}"
+    );
 }
 
 /// Alerts after the commands that delete, as `--notify-on` asks.
-fn alert(settings: &Settings, finished: &Finished, error: Option<&str>) {
+fn alert(settings: &Settings, result: &Result<Done, Failure>, code: u8) {
     if !matches!(settings.command, Command::Run | Command::Approve(_)) {
         return;
     }
-    let outcome = error
-        .map(str::to_owned)
-        .or_else(|| {
-            finished
-                .report
-                .as_deref()
-                .and_then(|report| report.lines().last())
-                .and_then(|line| line.split_once("] ").map(|(_, text)| text.to_owned()))
-        })
-        .unwrap_or_default();
-    let subject = if finished.code == EXIT_OK {
+    let (outcome, body, deleted) = match result {
+        Ok(Done::Purged {
+            summary,
+            transcript,
+        }) => (summary.headline(), transcript.clone(), summary.deleted()),
+        Ok(Done::Listed) => return,
+        Err(failure) => {
+            let error = format!("{:#}", failure.error);
+            (error.clone(), error, 0)
+        }
+    };
+    let subject = if code == EXIT_OK {
         format!("Astegni deletion job: {outcome}")
     } else {
-        format!(
-            "Astegni deletion job FAILED (exit {}): {outcome}",
-            finished.code
-        )
+        format!("Astegni deletion job FAILED (exit {code}): {outcome}")
     };
-    let body = finished.report.clone().unwrap_or_else(|| outcome.clone());
     let alert = notify::Alert { subject, body };
-    notify::after_run(settings, finished.code, finished.deleted, &alert);
+    notify::after_run(settings, code, deleted, &alert);
 }
 
-fn run(settings: &Settings) -> Result<Finished, Failure> {
+fn run(settings: &Settings) -> Result<Done, Failure> {
     let url = settings.database_url.as_deref().unwrap_or_default();
     let target = conninfo::parse(url).map_err(fail(EXIT_CONFIG))?;
     let mut client =
@@ -183,7 +196,7 @@ fn run(settings: &Settings) -> Result<Finished, Failure> {
             let hold = settings.hold_where.as_deref();
             check::run(&mut client, &schema, hold, &mut std::io::stdout().lock())
                 .map_err(fail(EXIT_FAILED))?;
-            Ok(quiet(EXIT_OK))
+            Ok(Done::Listed)
         }
         Command::Pending { days, json } => {
             let out = &mut std::io::stdout().lock();
@@ -198,18 +211,10 @@ fn run(settings: &Settings) -> Result<Finished, Failure> {
                 out,
             )
             .map_err(fail(EXIT_FAILED))?;
-            Ok(quiet(EXIT_OK))
+            Ok(Done::Listed)
         }
-        Command::Run | Command::Approve(_) => purge_and_report(&mut client, &schema, settings),
-        Command::NotifyFailure => Ok(quiet(EXIT_OK)),
-    }
-}
-
-fn quiet(code: u8) -> Finished {
-    Finished {
-        code,
-        deleted: 0,
-        report: None,
+        Command::Run | Command::Approve(_) => Ok(purge_and_report(&mut client, &schema, settings)),
+        Command::NotifyFailure => Ok(Done::Listed),
     }
 }
 
@@ -237,7 +242,7 @@ fn purge_and_report(
     client: &mut postgres::Client,
     schema: &schema::Schema,
     settings: &Settings,
-) -> Result<Finished, Failure> {
+) -> Done {
     let options = purge::Options {
         dry_run: settings.dry_run,
         audit: settings.audit,
@@ -250,41 +255,13 @@ fn purge_and_report(
         settings.dry_run,
         settings.log_emails,
     );
-    let result = match &settings.command {
-        Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report)
-            .map(|()| Outcome::Completed),
+    let summary = match &settings.command {
+        Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report),
         _ => purge::run(client, schema, &options, &mut report),
     };
-    let deleted = if settings.dry_run {
-        0
-    } else {
-        report.roles + report.accounts
-    };
-    match result {
-        Ok(outcome) => {
-            report.finish(&Ending::Completed);
-            let code = match outcome {
-                Outcome::Capped => EXIT_CAPPED,
-                Outcome::Completed if report.failed > 0 => EXIT_FAILED,
-                Outcome::Completed => EXIT_OK,
-            };
-            Ok(Finished {
-                code,
-                deleted,
-                report: Some(report.transcript()),
-            })
-        }
-        Err(error) => {
-            report.finish(&Ending::BrokeOff(&format!("{error:#}")));
-            log::error!(
-                target: logging::FINAL, message_id = FAILURE_MESSAGE_ID, exit_code = EXIT_FAILED;
-                "{error:#}"
-            );
-            Ok(Finished {
-                code: EXIT_FAILED,
-                deleted,
-                report: Some(report.transcript()),
-            })
-        }
+    report.finish(&summary);
+    Done::Purged {
+        summary,
+        transcript: report.transcript(),
     }
 }

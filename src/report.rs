@@ -10,9 +10,10 @@
 //!
 //! Each deletion is also one journal entry with the fields `DELETION_TYPE`, `ROLE`,
 //! `USER_ID`, `PROFILE_ID` and `USER_EMAIL`; the run ends with one summary entry whose
-//! `MESSAGE_ID` is [`SUMMARY_MESSAGE_ID`], with the counts, `DURATION_MS` and
-//! `LONGEST_TRANSACTION_MS` (the longest of our transactions that locked rows: the live app
-//! never waited on us for longer). A report file that cannot be written (disk full,
+//! `MESSAGE_ID` is [`SUMMARY_MESSAGE_ID`], rendered from the run's [`Summary`] like the last
+//! line: the counts, `DURATION_MS` and `LONGEST_TRANSACTION_MS` (the longest of our
+//! transactions that locked rows: the live app never waited on us for longer). The report
+//! only renders: what the run did is counted in the `Summary`, by the purge. A report file that cannot be written (disk full,
 //! permissions) costs the report, never the run or the journal: the first write error is
 //! logged as a warning and the rest of the report is dropped.
 //!
@@ -21,13 +22,12 @@
 //! its time in `write`). A line is in the report at most one batch after its deletion
 //! committed; the journal entry is sent at once.
 
+use crate::config::EmailPolicy;
+use crate::logging::FINAL;
+use crate::summary::Summary;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use crate::config::EmailPolicy;
-use crate::logging::FINAL;
 
 /// `MESSAGE_ID` of the summary entry: `journalctl MESSAGE_ID=...` finds every run.
 pub const SUMMARY_MESSAGE_ID: &str = "cb4d3d2f54e44f6a944cf560455a9e33";
@@ -56,32 +56,18 @@ pub enum Deletion<'a> {
 /// Report lines kept for the alert; the rest is counted, not kept.
 pub const TRANSCRIPT_LINES: usize = 200;
 
-/// How the run ended, for the last report line and the summary entry.
-pub enum Ending<'a> {
-    /// All phases ran (some rows may have failed).
-    Completed,
-    /// The run broke off with this error.
-    BrokeOff(&'a str),
-}
-
-/// The report writer and the run's counters.
+/// The report writer.
 pub struct Report {
     out: BufWriter<Box<dyn Write>>,
     out_name: String,
     write_failed: bool,
     dry_run: bool,
     emails: EmailPolicy,
-    started: Instant,
-    longest_transaction: Duration,
     transcript: Vec<String>,
     transcript_omitted: usize,
+    /// The last line written, which ends the transcript even when lines were left out.
+    last_line: String,
     stamp: Stamp,
-    pub roles: u64,
-    pub accounts: u64,
-    pub failed: u64,
-    pub held: u64,
-    /// The last line, once [`Report::finish`] wrote it.
-    pub last_line: String,
 }
 
 /// The local time of a report line, to the second.
@@ -131,16 +117,10 @@ impl Report {
             write_failed: false,
             dry_run,
             emails,
-            started: Instant::now(),
-            longest_transaction: Duration::ZERO,
             transcript: Vec::new(),
             transcript_omitted: 0,
-            stamp: Stamp::default(),
-            roles: 0,
-            accounts: 0,
-            failed: 0,
-            held: 0,
             last_line: String::new(),
+            stamp: Stamp::default(),
         }
     }
 
@@ -162,6 +142,7 @@ impl Report {
             self.transcript.push(line);
         } else {
             self.transcript_omitted += 1;
+            self.last_line = line;
         }
     }
 
@@ -169,11 +150,15 @@ impl Report {
     /// last line.
     pub fn transcript(&self) -> String {
         let mut text = self.transcript.join("\n");
-        if self.transcript_omitted > 0 {
+        if self.transcript_omitted > 1 {
             text.push_str(&format!(
-                "\n... {} more lines in the report and the journal ...\n{}",
-                self.transcript_omitted, self.last_line
+                "\n... {} more lines in the report and the journal ...",
+                self.transcript_omitted - 1
             ));
+        }
+        if self.transcript_omitted > 0 {
+            text.push('\n');
+            text.push_str(&self.last_line);
         }
         text
     }
@@ -208,11 +193,6 @@ impl Report {
         );
     }
 
-    /// Records how long one of our transactions held its locks.
-    pub fn transaction_took(&mut self, elapsed: Duration) {
-        self.longest_transaction = self.longest_transaction.max(elapsed);
-    }
-
     /// The opening banner with `title`.
     pub fn banner(&mut self, title: &str) {
         self.line(RULE);
@@ -225,7 +205,7 @@ impl Report {
         self.blank();
     }
 
-    /// Records one deletion in the report and the journal.
+    /// One deletion, in the report and the journal.
     pub fn deleted(&mut self, deletion: &Deletion) {
         let verb = if self.dry_run {
             "WOULD DELETE"
@@ -245,15 +225,10 @@ impl Report {
             user_email = email, dry_run = self.dry_run;
             "{message}"
         );
-        match deletion {
-            Deletion::Role { .. } => self.roles += 1,
-            Deletion::Account { .. } => self.accounts += 1,
-        }
     }
 
-    /// Records a due account held for manual review by `--hold-where`.
+    /// A due account held for manual review by `--hold-where`.
     pub fn held(&mut self, user_id: i64, email: Option<&str>) {
-        self.held += 1;
         let text = describe(&Deletion::Account { user_id, email }, self.emails);
         self.line(&format!(
             "  [HELD] {text}: matches --hold-where; delete it with `astegni-delete-expired \
@@ -267,9 +242,8 @@ impl Report {
         );
     }
 
-    /// Records a row that could not be deleted; the run goes on.
+    /// A row that could not be deleted; the run goes on.
     pub fn failed(&mut self, what: &str, error: &str) {
-        self.failed += 1;
         self.line(&format!("  [FAILED] {what}: {error}"));
         log::error!("failed to delete {what}: {error}");
     }
@@ -280,49 +254,24 @@ impl Report {
         log::warn!("{text}");
     }
 
-    /// The closing lines and the summary journal entry.
-    pub fn finish(&mut self, ending: &Ending) {
-        let duration_ms = self.started.elapsed().as_millis() as u64;
-        let counts = if self.dry_run {
-            format!(
-                "{} roles and {} accounts would be deleted (dry run: nothing was deleted)",
-                self.roles, self.accounts
-            )
-        } else {
-            format!(
-                "{} roles and {} accounts deleted",
-                self.roles, self.accounts
-            )
-        };
-        let mut failed = String::new();
-        if self.held > 0 {
-            failed.push_str(&format!(", {} held", self.held));
-        }
-        if self.failed > 0 {
-            failed.push_str(&format!(", {} failed", self.failed));
-        }
-        let last = match ending {
-            Ending::Completed => format!("COMPLETED: {counts}{failed}"),
-            Ending::BrokeOff(error) => {
-                format!("FAILED: run broke off after {counts}{failed}: {error}")
-            }
-        };
+    /// The closing lines and the summary journal entry, from the run's `summary`.
+    pub fn finish(&mut self, summary: &Summary) {
+        let last = summary.headline();
         self.blank();
         self.line(RULE);
         self.line(&last);
         self.flush();
-        let broke_off = matches!(ending, Ending::BrokeOff(_));
-        let level = if broke_off || self.failed > 0 {
+        let level = if summary.has_trouble() {
             log::Level::Error
         } else {
             log::Level::Info
         };
-        let longest_transaction_ms = self.longest_transaction.as_millis() as u64;
         log::log!(
-            target: FINAL, level, message_id = SUMMARY_MESSAGE_ID, roles_deleted = self.roles,
-            accounts_deleted = self.accounts, failed = self.failed, dry_run = self.dry_run,
-            duration_ms = duration_ms, longest_transaction_ms = longest_transaction_ms,
-            held = self.held;
+            target: FINAL, level, message_id = SUMMARY_MESSAGE_ID, roles_deleted = summary.roles,
+            accounts_deleted = summary.accounts, failed = summary.failed,
+            dry_run = summary.dry_run, duration_ms = summary.duration.as_millis() as u64,
+            longest_transaction_ms = summary.longest_transaction.as_millis() as u64,
+            held = summary.held;
             "Run summary: {last}"
         );
     }

@@ -449,3 +449,35 @@ fn notify_failure_alerts_unless_the_run_already_did() {
     assert!(!marker.exists(), "marker left behind");
     std::fs::remove_dir_all(&state).expect("cleanup");
 }
+
+#[test]
+fn a_large_run_alerts_with_its_counts_in_the_subject() {
+    let astegni = Astegni::new("notifylarge");
+    astegni.db.exec(
+        "INSERT INTO users (email, roles, active_role, account_status, scheduled_deletion_at) \
+         SELECT 'u' || n || '@example.com', '[\"user\"]', 'user', 'pending_deletion', \
+         now() - interval '1 day' FROM generate_series(1, 250) AS n",
+    );
+    let out = std::env::temp_dir().join(format!("astegni-alert-large-{}.txt", std::process::id()));
+    let command = format!("cat > {}", out.display());
+    let (code, stdout, stderr) =
+        astegni.run(&["--notify-command", &command, "--max-accounts", "0"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let alert = std::fs::read_to_string(&out).expect("the command ran");
+    std::fs::remove_file(&out).expect("cleanup");
+    assert_eq!(
+        alert.lines().next(),
+        Some("Astegni deletion job: COMPLETED: 0 roles and 250 accounts deleted"),
+        "{alert}"
+    );
+    assert!(
+        alert.contains("more lines in the report and the journal"),
+        "{alert}"
+    );
+    assert!(
+        alert
+            .trim_end()
+            .ends_with("COMPLETED: 0 roles and 250 accounts deleted"),
+        "the transcript ends with the last line: {alert}"
+    );
+}

@@ -19,8 +19,9 @@ use postgres::types::Type;
 use super::cursor::DueIds;
 use super::drain::Work;
 use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
+use super::record::Recorder;
 use super::statements::{self as sql, Selection};
-use crate::report::{Deletion, Report};
+use crate::report::Deletion;
 use crate::schema::Schema;
 
 /// Accounts that are due: all but the held ones, or (for `approve`) the listed ones.
@@ -80,11 +81,11 @@ impl Work for AccountWork<'_> {
         &self,
         client: &mut Client,
         wanted: &[i64],
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error> {
-        let attempted = AttemptRows::run(client, &self.attempt, wanted, None, report)?;
+        let attempted = AttemptRows::run(client, &self.attempt, wanted, None, recorder)?;
         for row in &attempted.deleted {
-            report_account(report, row);
+            report_account(recorder, row);
         }
         Ok(attempted.busy)
     }
@@ -116,9 +117,9 @@ impl Work for AccountWork<'_> {
 }
 
 /// Reports a row of (user id, email) as an account deletion.
-pub(super) fn report_account(report: &mut Report, row: &postgres::Row) {
+pub(super) fn report_account(recorder: &mut Recorder, row: &postgres::Row) {
     let email: Option<String> = row.get(1);
-    report.deleted(&Deletion::Account {
+    recorder.deleted(&Deletion::Account {
         user_id: row.get(0),
         email: email.as_deref(),
     });

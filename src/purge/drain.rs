@@ -26,8 +26,8 @@ use postgres::Client;
 use postgres::types::Type;
 
 use super::cursor::DueIds;
+use super::record::Recorder;
 use crate::db::db_message;
-use crate::report::Report;
 
 /// One kind of deletion (a role table, role requests, accounts).
 pub trait Work {
@@ -44,7 +44,7 @@ pub trait Work {
         &self,
         client: &mut Client,
         ids: &[i64],
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error>;
     /// Of `ids`, those still due.
     fn still_due(&self, client: &mut Client, ids: &[i64]) -> Result<Vec<i64>, postgres::Error>;
@@ -125,7 +125,7 @@ const BUSY_STREAK_LIMIT: usize = 5;
 pub fn drain(
     client: &mut Client,
     work: &dyn Work,
-    report: &mut Report,
+    recorder: &mut Recorder,
     lock_timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
@@ -139,8 +139,8 @@ pub fn drain(
             break;
         }
         let started = Instant::now();
-        let attempted = attempt_isolating_failures(client, work, &ids, report, lock_timeout)?;
-        report.flush();
+        let attempted = attempt_isolating_failures(client, work, &ids, recorder, lock_timeout)?;
+        recorder.report.flush();
         if attempted.clean {
             sizer.record(ids.len(), started.elapsed());
         }
@@ -154,7 +154,7 @@ pub fn drain(
     }
     due.close(client).map_err(cannot_read)?;
     if busy_overflow > 0 {
-        report.warning(&format!(
+        recorder.report.warning(&format!(
             "{busy_overflow} rows of {} were locked by other transactions and are left for \
              the next run",
             work.name()
@@ -165,8 +165,8 @@ pub fn drain(
     }
     let deadline = (!lock_timeout.is_zero()).then(|| Instant::now() + lock_timeout);
     set_lock_timeout(client, QUICK_LOCK_TIMEOUT, work)?;
-    let swept = sweep(client, work, &busy, report, deadline);
-    report.flush();
+    let swept = sweep(client, work, &busy, recorder, deadline);
+    recorder.report.flush();
     set_lock_timeout(client, lock_timeout, work)?;
     swept
 }
@@ -185,10 +185,10 @@ fn attempt_isolating_failures(
     client: &mut Client,
     work: &dyn Work,
     ids: &[i64],
-    report: &mut Report,
+    recorder: &mut Recorder,
     lock_timeout: Duration,
 ) -> anyhow::Result<Attempted> {
-    let busy = match work.attempt(client, ids, report) {
+    let busy = match work.attempt(client, ids, recorder) {
         Ok(busy) => return Ok(Attempted { busy, clean: true }),
         Err(error) if ids.len() > 1 && (is_lock_timeout(&error) || is_row_level(&error)) => {
             log::debug!(
@@ -198,13 +198,13 @@ fn attempt_isolating_failures(
                 db_message(&error)
             );
             set_lock_timeout(client, QUICK_LOCK_TIMEOUT, work)?;
-            let busy = one_by_one(client, work, ids, report);
+            let busy = one_by_one(client, work, ids, recorder);
             set_lock_timeout(client, lock_timeout, work)?;
             busy?
         }
         Err(error) if is_lock_timeout(&error) => ids.to_vec(),
         Err(error) if is_row_level(&error) => {
-            report.failed(&work.describe(ids[0]), &row_error(&error));
+            recorder.failed(&work.describe(ids[0]), &row_error(&error));
             Vec::new()
         }
         Err(error) => return Err(fatal(work, "cannot delete from", &error)),
@@ -218,7 +218,7 @@ fn one_by_one(
     client: &mut Client,
     work: &dyn Work,
     ids: &[i64],
-    report: &mut Report,
+    recorder: &mut Recorder,
 ) -> anyhow::Result<Vec<i64>> {
     let mut busy = Vec::new();
     let mut streak = 0;
@@ -227,7 +227,7 @@ fn one_by_one(
             busy.extend_from_slice(&ids[index..]);
             break;
         }
-        match attempt_one(client, work, id, report)? {
+        match attempt_one(client, work, id, recorder)? {
             One::Done => streak = 0,
             One::Busy => {
                 streak += 1;
@@ -260,14 +260,14 @@ fn attempt_one(
     client: &mut Client,
     work: &dyn Work,
     id: i64,
-    report: &mut Report,
+    recorder: &mut Recorder,
 ) -> anyhow::Result<One> {
-    match work.attempt(client, &[id], report) {
+    match work.attempt(client, &[id], recorder) {
         Ok(busy) if busy.is_empty() => Ok(One::Done),
         Ok(_) => Ok(One::Busy),
         Err(error) if is_lock_timeout(&error) => Ok(One::Busy),
         Err(error) if is_row_level(&error) => {
-            report.failed(&work.describe(id), &row_error(&error));
+            recorder.failed(&work.describe(id), &row_error(&error));
             Ok(One::Done)
         }
         Err(error) => Err(fatal(work, "cannot delete from", &error)),
@@ -283,7 +283,7 @@ fn sweep(
     client: &mut Client,
     work: &dyn Work,
     busy: &[i64],
-    report: &mut Report,
+    recorder: &mut Recorder,
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
     let mut streak = 0;
@@ -296,13 +296,13 @@ fn sweep(
             let done = if budget_spent && streak >= BUSY_STREAK_LIMIT {
                 false
             } else {
-                retry_until_free(client, work, id, report, deadline)?
+                retry_until_free(client, work, id, recorder, deadline)?
             };
             if done {
                 streak = 0;
             } else {
                 streak += 1;
-                report.failed(
+                recorder.failed(
                     &work.describe(id),
                     "locked by another transaction for longer than the lock timeout; \
                      left for the next run",
@@ -319,20 +319,20 @@ fn retry_until_free(
     client: &mut Client,
     work: &dyn Work,
     id: i64,
-    report: &mut Report,
+    recorder: &mut Recorder,
     deadline: Option<Instant>,
 ) -> anyhow::Result<bool> {
     loop {
         let free = match work.wait_until_free(client, id, deadline) {
             Ok(free) => free,
             Err(error) if is_row_level(&error) => {
-                report.failed(&work.describe(id), &row_error(&error));
+                recorder.failed(&work.describe(id), &row_error(&error));
                 return Ok(true);
             }
             Err(error) => return Err(fatal(work, "cannot lock a row of", &error)),
         };
         // Attempt even when the wait gave up: the budget may have been spent on other rows.
-        match attempt_one(client, work, id, report)? {
+        match attempt_one(client, work, id, recorder)? {
             One::Done => return Ok(true),
             One::Busy if !free => return Ok(false),
             One::Busy if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {

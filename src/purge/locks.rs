@@ -20,8 +20,8 @@ use std::time::Instant;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Row};
 
+use super::record::Recorder;
 use super::statements::WAIT_FOR_USER;
-use crate::report::Report;
 
 /// The rows an attempt statement returned, split by their last column: the deletions, and
 /// the ids still due that it left for the sweep (`TRUE`).
@@ -39,14 +39,14 @@ impl AttemptRows {
         sql: &str,
         ids: &[i64],
         role: Option<&str>,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> Result<AttemptRows, postgres::Error> {
         let started = Instant::now();
         let rows = match role {
             Some(role) => by_ids_and(client, sql, ids, &role, Type::TEXT),
             None => by_ids(client, sql, ids),
         };
-        report.transaction_took(started.elapsed());
+        recorder.transaction_took(started.elapsed());
         Ok(AttemptRows::split(rows?))
     }
 

@@ -9,18 +9,21 @@ mod cursor;
 mod drain;
 mod locks;
 mod preview;
+mod record;
 mod roles;
 pub mod statements;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use postgres::Client;
 
 use crate::report::Report;
 use crate::schema::Schema;
+use crate::summary::{Ending, Summary};
 use accounts::AccountWork;
 use drain::drain;
+use record::Recorder;
 use roles::{ProfileWork, RoleRequestWork};
 
 /// What the run may do.
@@ -35,36 +38,50 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
-/// How the purge ended, when it did not break off.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Both phases ran.
-    Completed,
-    /// More accounts were due than `--max-accounts`; none was deleted.
-    Capped,
-}
-
-/// Runs both phases, writing the report as it goes.
+/// Runs both phases, writing the report as it goes; returns what the run did, also when it
+/// broke off.
 pub fn run(
     client: &mut Client,
     schema: &Schema,
     options: &Options,
     report: &mut Report,
-) -> anyhow::Result<Outcome> {
-    report.banner("CRON JOB: Delete Expired Roles and Accounts");
+) -> Summary {
+    let started = Instant::now();
+    let mut recorder = Recorder::new(report, options.dry_run);
+    let ending = run_phases(client, schema, options, &mut recorder)
+        .unwrap_or_else(|error| Ending::BrokeOff(format!("{error:#}")));
+    finish(recorder, ending, started)
+}
+
+fn finish(recorder: Recorder, ending: Ending, started: Instant) -> Summary {
+    let mut summary = recorder.summary;
+    summary.ending = ending;
+    summary.duration = started.elapsed();
+    summary
+}
+
+fn run_phases(
+    client: &mut Client,
+    schema: &Schema,
+    options: &Options,
+    recorder: &mut Recorder,
+) -> anyhow::Result<Ending> {
+    recorder
+        .report
+        .banner("CRON JOB: Delete Expired Roles and Accounts");
     for missing in &schema.missing_profiles {
-        report.warning(&format!(
+        recorder.report.warning(&format!(
             "table {} for role {} does not exist; skipped",
             missing.table, missing.role
         ));
     }
     if options.dry_run {
         let mut transaction = crate::db::read_only(client)?;
-        let outcome = phases(&mut transaction, schema, options, report, &mut DryRun);
+        let ending = phases(&mut transaction, schema, options, recorder, &mut DryRun);
         transaction.rollback().context("cannot end the dry run")?;
-        outcome
+        ending
     } else {
-        phases(client, schema, options, report, &mut Live)
+        phases(client, schema, options, recorder, &mut Live)
     }
 }
 
@@ -75,14 +92,14 @@ trait Mode<C> {
         client: &mut C,
         schema: &Schema,
         options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()>;
     fn accounts(
         &mut self,
         client: &mut C,
         schema: &Schema,
         options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()>;
 }
 
@@ -90,31 +107,33 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
     client: &mut C,
     schema: &Schema,
     options: &Options,
-    report: &mut Report,
+    recorder: &mut Recorder,
     mode: &mut M,
-) -> anyhow::Result<Outcome> {
-    report.line("[1/2] Checking for expired role deletions...");
-    let before = report.roles;
-    mode.roles(client, schema, options, report)?;
-    let roles = report.roles - before;
-    summary(report, options, roles, "role");
-    report.blank();
-    report.line("[2/2] Checking for expired account deletions...");
-    let outcome = match over_cap(client, schema, options)? {
+) -> anyhow::Result<Ending> {
+    recorder
+        .report
+        .line("[1/2] Checking for expired role deletions...");
+    mode.roles(client, schema, options, recorder)?;
+    let roles = recorder.summary.roles;
+    summary(recorder, options, roles, "role");
+    recorder.report.blank();
+    recorder
+        .report
+        .line("[2/2] Checking for expired account deletions...");
+    let ending = match over_cap(client, schema, options)? {
         Some(due) => {
-            refuse_over_cap(report, due, options.max_accounts);
-            Outcome::Capped
+            refuse_over_cap(recorder, due, options.max_accounts);
+            Ending::Capped
         }
         None => {
-            let before = report.accounts;
-            mode.accounts(client, schema, options, report)?;
-            let accounts = report.accounts - before;
-            summary(report, options, accounts, "account");
-            Outcome::Completed
+            mode.accounts(client, schema, options, recorder)?;
+            let accounts = recorder.summary.accounts;
+            summary(recorder, options, accounts, "account");
+            Ending::Completed
         }
     };
-    report_held(client, schema, options, report)?;
-    Ok(outcome)
+    report_held(client, schema, options, recorder)?;
+    Ok(ending)
 }
 
 /// How many accounts are due, when that is more than `--max-accounts`. Without a cap
@@ -142,7 +161,7 @@ fn report_held(
     client: &mut impl postgres::GenericClient,
     schema: &Schema,
     options: &Options,
-    report: &mut Report,
+    recorder: &mut Recorder,
 ) -> anyhow::Result<()> {
     let Some(hold) = &options.hold else {
         return Ok(());
@@ -152,10 +171,10 @@ fn report_held(
         .context("cannot list the accounts held by --hold-where")?;
     for row in &rows {
         let email: Option<String> = row.get(1);
-        report.held(row.get(0), email.as_deref());
+        recorder.held(row.get(0), email.as_deref());
     }
     if !rows.is_empty() {
-        report.line(&format!(
+        recorder.report.line(&format!(
             "[SUMMARY] {} due accounts held for manual review",
             rows.len()
         ));
@@ -171,8 +190,25 @@ pub fn approve(
     options: &Options,
     users: &[i64],
     report: &mut Report,
+) -> Summary {
+    let started = Instant::now();
+    let mut recorder = Recorder::new(report, options.dry_run);
+    let ending = approve_listed(client, schema, options, users, &mut recorder)
+        .map(|()| Ending::Completed)
+        .unwrap_or_else(|error| Ending::BrokeOff(format!("{error:#}")));
+    finish(recorder, ending, started)
+}
+
+fn approve_listed(
+    client: &mut Client,
+    schema: &Schema,
+    options: &Options,
+    users: &[i64],
+    recorder: &mut Recorder,
 ) -> anyhow::Result<()> {
-    report.banner("MANUAL APPROVAL: Delete Held Accounts");
+    recorder
+        .report
+        .banner("MANUAL APPROVAL: Delete Held Accounts");
     let existing: Vec<i64> = client
         .query(statements::EXISTING_USERS, &[&users])
         .context("cannot read users")?
@@ -180,10 +216,10 @@ pub fn approve(
         .map(|row| row.get(0))
         .collect();
     for missing in users.iter().filter(|id| !existing.contains(id)) {
-        report.failed(&format!("account of user {missing}"), "no such user");
+        recorder.failed(&format!("account of user {missing}"), "no such user");
     }
     let work = AccountWork::approved(schema, options.audit, &existing);
-    drain(client, &work, report, options.lock_timeout)?;
+    drain(client, &work, recorder, options.lock_timeout)?;
     let remaining: Vec<i64> = client
         .query(statements::EXISTING_USERS, &[&existing])
         .context("cannot read users")?
@@ -191,31 +227,32 @@ pub fn approve(
         .map(|row| row.get(0))
         .collect();
     for user in remaining {
-        report.failed(
+        recorder.failed(
             &format!("account of user {user}"),
             "not due for deletion (never scheduled, or restored); not deleted",
         );
     }
-    summary(report, options, report.accounts, "account");
+    let accounts = recorder.summary.accounts;
+    summary(recorder, options, accounts, "account");
     Ok(())
 }
 
-fn summary(report: &mut Report, options: &Options, count: u64, noun: &str) {
+fn summary(recorder: &mut Recorder, options: &Options, count: u64, noun: &str) {
     let plural = if count == 1 { "" } else { "s" };
     let text = match (count, options.dry_run) {
         (0, _) => format!("[SUMMARY] No expired {noun}s found"),
         (_, true) => format!("[SUMMARY] {count} expired {noun}{plural} would be deleted"),
         (_, false) => format!("[SUMMARY] Deleted {count} expired {noun}{plural}"),
     };
-    report.line(&text);
+    recorder.report.line(&text);
 }
 
-fn refuse_over_cap(report: &mut Report, due: i64, limit: u64) {
+fn refuse_over_cap(recorder: &mut Recorder, due: i64, limit: u64) {
     let text = format!(
         "{due} accounts are due, more than --max-accounts {limit}: no account was deleted. \
          Review them with --dry-run, then rerun with --max-accounts {due} (or 0 for no limit)"
     );
-    report.line(&format!("[ERROR] {text}"));
+    recorder.report.line(&format!("[ERROR] {text}"));
     log::error!(max_accounts = limit, accounts_due = due; "{text}");
 }
 
@@ -227,11 +264,11 @@ impl Mode<Client> for Live {
         client: &mut Client,
         schema: &Schema,
         options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
         for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
             let work = ProfileWork::new(schema, profile, options.audit);
-            drain(client, &work, report, options.lock_timeout)?;
+            drain(client, &work, recorder, options.lock_timeout)?;
         }
         if schema
             .requests
@@ -239,8 +276,8 @@ impl Mode<Client> for Live {
             .is_some_and(|requests| requests.per_role)
         {
             let work = RoleRequestWork::new(schema, options.audit);
-            work.report_unknown_roles(client, report)?;
-            drain(client, &work, report, options.lock_timeout)?;
+            work.report_unknown_roles(client, recorder)?;
+            drain(client, &work, recorder, options.lock_timeout)?;
         }
         Ok(())
     }
@@ -250,10 +287,10 @@ impl Mode<Client> for Live {
         client: &mut Client,
         schema: &Schema,
         options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
         let work = AccountWork::automatic(schema, options.audit, options.hold.as_deref());
-        drain(client, &work, report, options.lock_timeout)
+        drain(client, &work, recorder, options.lock_timeout)
     }
 }
 
@@ -265,10 +302,10 @@ impl Mode<postgres::Transaction<'_>> for DryRun {
         transaction: &mut postgres::Transaction<'_>,
         schema: &Schema,
         _options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
         for profile in &schema.profiles {
-            preview::profiles(transaction, schema, profile, report)
+            preview::profiles(transaction, schema, profile, recorder)
                 .with_context(|| format!("cannot read what is due in {}", profile.table))?;
         }
         Ok(())
@@ -279,9 +316,9 @@ impl Mode<postgres::Transaction<'_>> for DryRun {
         transaction: &mut postgres::Transaction<'_>,
         schema: &Schema,
         options: &Options,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
-        preview::accounts(transaction, schema, options.hold.as_deref(), report)
+        preview::accounts(transaction, schema, options.hold.as_deref(), recorder)
             .context("cannot read what is due in users")
     }
 }

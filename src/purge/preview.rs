@@ -6,9 +6,9 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 
 use super::accounts::report_account;
+use super::record::Recorder;
 use super::roles::report_role;
 use super::statements as sql;
-use crate::report::Report;
 use crate::schema::{ProfileTable, Schema};
 
 /// Streams the rows of `query` into `each`.
@@ -30,14 +30,14 @@ pub fn profiles(
     transaction: &mut Transaction,
     schema: &Schema,
     profile: &ProfileTable,
-    report: &mut Report,
+    recorder: &mut Recorder,
 ) -> Result<(), postgres::Error> {
     let role = profile.role.as_str();
     stream(
         transaction,
         &sql::preview_profiles(schema, profile),
         &[],
-        |row| report_role(report, role, row),
+        |row| report_role(recorder, role, row),
     )?;
     if schema
         .requests
@@ -48,7 +48,7 @@ pub fn profiles(
             transaction,
             &sql::preview_requested_profiles(schema, profile),
             &[&role],
-            |row| report_role(report, role, row),
+            |row| report_role(recorder, role, row),
         )?;
     }
     Ok(())
@@ -59,12 +59,12 @@ pub fn accounts(
     transaction: &mut Transaction,
     schema: &Schema,
     hold: Option<&str>,
-    report: &mut Report,
+    recorder: &mut Recorder,
 ) -> Result<(), postgres::Error> {
     stream(
         transaction,
         &sql::preview_accounts(schema, hold),
         &[],
-        |row| report_account(report, row),
+        |row| report_account(recorder, row),
     )
 }

@@ -16,8 +16,9 @@ use postgres::types::Type;
 use super::cursor::DueIds;
 use super::drain::Work;
 use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
+use super::record::Recorder;
 use super::statements as sql;
-use crate::report::{Deletion, Report};
+use crate::report::Deletion;
 use crate::schema::{ProfileTable, Schema};
 
 /// Profiles of one role table that are due by themselves.
@@ -59,11 +60,11 @@ impl Work for ProfileWork<'_> {
         &self,
         client: &mut Client,
         wanted: &[i64],
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error> {
         let role = &self.profile.role;
-        let attempted = AttemptRows::run(client, &self.attempt, wanted, Some(role), report)?;
-        Ok(report_roles(report, role, attempted))
+        let attempted = AttemptRows::run(client, &self.attempt, wanted, Some(role), recorder)?;
+        Ok(report_roles(recorder, role, attempted))
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
@@ -98,9 +99,9 @@ impl Work for ProfileWork<'_> {
 }
 
 /// Reports a row of (profile id, user id, email) as a role deletion.
-pub(super) fn report_role(report: &mut Report, role: &str, row: &postgres::Row) {
+pub(super) fn report_role(recorder: &mut Recorder, role: &str, row: &postgres::Row) {
     let email: Option<String> = row.get(2);
-    report.deleted(&Deletion::Role {
+    recorder.deleted(&Deletion::Role {
         role,
         profile_id: row.get(0),
         user_id: row.get(1),
@@ -109,9 +110,9 @@ pub(super) fn report_role(report: &mut Report, role: &str, row: &postgres::Row) 
 }
 
 /// Reports the deletions of a role attempt; returns the ids it left for the sweep.
-fn report_roles(report: &mut Report, role: &str, attempted: AttemptRows) -> Vec<i64> {
+fn report_roles(recorder: &mut Recorder, role: &str, attempted: AttemptRows) -> Vec<i64> {
     for row in &attempted.deleted {
-        report_role(report, role, row);
+        report_role(recorder, role, row);
     }
     attempted.busy
 }
@@ -145,7 +146,7 @@ impl RoleRequestWork {
     pub fn report_unknown_roles(
         &self,
         client: &mut Client,
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
         use anyhow::Context;
         let rows = client
@@ -156,7 +157,7 @@ impl RoleRequestWork {
             .context("cannot read account_deletion_requests")?;
         for row in rows {
             let (id, user, role): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-            report.failed(
+            recorder.failed(
                 &format!("request {id} of user {user}"),
                 &format!("role '{role}' has no profile table (see --role); request left pending"),
             );
@@ -188,12 +189,12 @@ impl Work for RoleRequestWork {
         &self,
         client: &mut Client,
         wanted: &[i64],
-        report: &mut Report,
+        recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut busy = Vec::new();
         for (role, attempt) in &self.attempts {
-            let attempted = AttemptRows::run(client, attempt, wanted, Some(role), report)?;
-            busy.extend(report_roles(report, role, attempted));
+            let attempted = AttemptRows::run(client, attempt, wanted, Some(role), recorder)?;
+            busy.extend(report_roles(recorder, role, attempted));
         }
         Ok(busy)
     }
