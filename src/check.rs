@@ -9,6 +9,7 @@ use std::io::Write;
 use anyhow::Context;
 use postgres::GenericClient;
 
+use crate::due::{self, When};
 use crate::purge::statements as sql;
 use crate::schema::{ProfileTable, Schema};
 
@@ -86,14 +87,13 @@ fn users(
         Some(_) => due - count(client, &sql::count_due_accounts(schema, hold))?,
         None => 0,
     };
-    let later = match users.schedule_type {
-        Some(_) => count(
-            client,
-            "SELECT count(*) FROM users WHERE account_status = 'pending_deletion' \
-             AND scheduled_deletion_at > now()",
-        )?,
-        None => 0,
-    };
+    let later = count(
+        client,
+        &format!(
+            "SELECT count(*) FROM users u WHERE {}",
+            due::user(schema, "u", When::Later)
+        ),
+    )?;
     Ok(vec![
         format!(
             "users: id {}, roles {roles}, scheduled_deletion_at {schedule}, email {}, \
@@ -126,10 +126,9 @@ fn profile_lines(
     let row = client
         .query_one(
             &format!(
-                "SELECT count(*) FILTER (WHERE {}), \
-                 count(*) FILTER (WHERE p.is_active = FALSE AND p.scheduled_deletion_at > now()) \
-                 FROM {table} p",
-                sql::profile_due(profile)
+                "SELECT count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}) FROM {table} p",
+                due::profile(profile, When::Now),
+                due::profile(profile, When::Later)
             ),
             &[],
         )
@@ -154,29 +153,26 @@ fn requests(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<
                 .to_owned(),
         ]);
     };
-    let role_due = if requests.per_role {
-        count(
-            client,
-            &format!(
-                "SELECT count(*) FROM account_deletion_requests r WHERE {}",
-                sql::ROLE_REQUEST_DUE
-            ),
-        )?
+    let requests_where = |condition: String| {
+        format!("SELECT count(*) FROM account_deletion_requests r WHERE {condition}")
+    };
+    let (role_due, role_later) = if requests.per_role {
+        (
+            count(client, &requests_where(due::role_request(When::Now)))?,
+            count(client, &requests_where(due::role_request(When::Later)))?,
+        )
     } else {
-        0
+        (0, 0)
     };
     let account_due = count(
         client,
-        &format!(
-            "SELECT count(*) FROM account_deletion_requests r WHERE {}",
-            sql::account_request_due(schema)
-        ),
+        &requests_where(due::account_request(schema, When::Now)),
     )?;
-    let later = count(
-        client,
-        "SELECT count(*) FROM account_deletion_requests \
-         WHERE status = 'pending' AND scheduled_deletion_at > now()",
-    )?;
+    let later = role_later
+        + count(
+            client,
+            &requests_where(due::account_request(schema, When::Later)),
+        )?;
     Ok(vec![
         format!(
             "account_deletion_requests: scheduled_deletion_at {}, per-role columns {}",

@@ -1,14 +1,20 @@
 //! The job's settings: command-line flags, then environment, then `--env-file`.
 //!
-//! Every setting has a flag and an environment variable, so that the systemd unit can take
-//! them all from its `EnvironmentFile=` while a person at a terminal uses flags. A flag wins
-//! over the environment, which wins over `--env-file`; an empty variable counts as unset, so
-//! the package's config file can list every setting with an empty value. A single-valued flag
-//! given twice is an error rather than a silent "last one wins".
+//! Every setting is one row of [`SETTINGS`]: its flag, its environment variable, its default
+//! and its help line. `--help` is printed from that table, and a test checks that README, the
+//! man page and the packaged config file mention every row. Reading the settings goes in two
+//! steps, as ripgrep's `LowArgs` -> `HiArgs` do: the flags fill the fields of [`LowArgs`] (one
+//! match arm per flag), the environment and the env file fill what the flags left empty, then
+//! one validating conversion turns the text into the typed [`Settings`].
+//!
+//! A flag wins over the environment, which wins over `--env-file`; an empty variable counts
+//! as unset, so the package's config file can list every setting with an empty value. A
+//! single-valued flag given twice is an error rather than a silent "last one wins".
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -42,6 +48,19 @@ pub enum LogTarget {
     Stderr,
 }
 
+impl FromStr for LogTarget {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<LogTarget, &'static str> {
+        match text {
+            "auto" => Ok(LogTarget::Auto),
+            "journal" => Ok(LogTarget::Journal),
+            "stderr" => Ok(LogTarget::Stderr),
+            _ => Err("auto, journal, stderr"),
+        }
+    }
+}
+
 /// When to send the run summary to the configured alert channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotifyOn {
@@ -53,6 +72,19 @@ pub enum NotifyOn {
     Failure,
 }
 
+impl FromStr for NotifyOn {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<NotifyOn, &'static str> {
+        match text {
+            "always" => Ok(NotifyOn::Always),
+            "deletions" => Ok(NotifyOn::Deletions),
+            "failure" => Ok(NotifyOn::Failure),
+            _ => Err("always, deletions, failure"),
+        }
+    }
+}
+
 /// How email addresses appear in the report, the journal and alerts (never in the audit
 /// table, which keeps what the setup guide specifies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +93,19 @@ pub enum EmailPolicy {
     /// `a***@example.com`.
     Masked,
     None,
+}
+
+impl FromStr for EmailPolicy {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<EmailPolicy, &'static str> {
+        match text {
+            "full" => Ok(EmailPolicy::Full),
+            "masked" => Ok(EmailPolicy::Masked),
+            "none" => Ok(EmailPolicy::None),
+            _ => Err("full, masked, none"),
+        }
+    }
 }
 
 /// A role and the table holding its profiles.
@@ -79,6 +124,8 @@ pub struct Settings {
     /// Required by every command but `notify-failure`.
     pub database_url: Option<String>,
     pub timezone: Option<String>,
+    /// The zone of the profile tables' naive `scheduled_deletion_at`; None: as `timezone`.
+    pub role_timezone: Option<String>,
     pub roles: Vec<RoleTable>,
     /// Whether `roles` was given explicitly (then a missing table is an error).
     pub roles_explicit: bool,
@@ -114,7 +161,211 @@ const DEFAULT_LOCK_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_PENDING_DAYS: u64 = 7;
 
-pub const HELP: &str = "\
+/// Which setting a row of [`SETTINGS`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    DatabaseUrl,
+    EnvFile,
+    Timezone,
+    RoleTimezone,
+    Roles,
+    DryRun,
+    NoAudit,
+    MaxAccounts,
+    HoldWhere,
+    LogTarget,
+    LogEmails,
+    ReportFile,
+    NotifyCommand,
+    WebhookUrl,
+    NotifyOn,
+    ConnectTimeout,
+    LockTimeout,
+    StatementTimeout,
+    Days,
+    Json,
+}
+
+/// One setting: how it is given and what `--help` says of it.
+pub struct Spec {
+    key: Key,
+    /// The long flag, without its dashes.
+    pub flag: &'static str,
+    /// The value's name in `--help` (`URL`), or None for a switch.
+    value: Option<&'static str>,
+    /// The environment variable, if the setting has one.
+    pub env: Option<&'static str>,
+    /// The default, as `--help` shows it.
+    default: Option<&'static str>,
+    /// The help text; lines after the first continue it.
+    help: &'static str,
+}
+
+/// Every setting, in the order of `--help`.
+pub const SETTINGS: &[Spec] = &[
+    Spec {
+        key: Key::DatabaseUrl,
+        flag: "database-url",
+        value: Some("URL"),
+        env: Some("DATABASE_URL"),
+        default: None,
+        help: "postgresql:// URL or key=value conninfo; sslmode and sslrootcert are honoured",
+    },
+    Spec {
+        key: Key::EnvFile,
+        flag: "env-file",
+        value: Some("PATH"),
+        env: None,
+        default: None,
+        help: "dotenv file to read the variables from",
+    },
+    Spec {
+        key: Key::Timezone,
+        flag: "timezone",
+        value: Some("ZONE"),
+        env: Some("ASTEGNI_TIMEZONE"),
+        default: Some("the server's"),
+        help: "zone of the naive timestamps of users and account_deletion_requests",
+    },
+    Spec {
+        key: Key::RoleTimezone,
+        flag: "role-timezone",
+        value: Some("ZONE"),
+        env: Some("ASTEGNI_ROLE_TIMEZONE"),
+        default: Some("as --timezone"),
+        help: "zone of the profile tables' naive scheduled_deletion_at",
+    },
+    Spec {
+        key: Key::Roles,
+        flag: "role",
+        value: Some("NAME=TABLE"),
+        env: Some("ASTEGNI_ROLES"),
+        default: Some("student, tutor, parent, advertiser, user -> <role>_profiles"),
+        help: "role and its profile table, repeatable (env: comma-separated)",
+    },
+    Spec {
+        key: Key::DryRun,
+        flag: "dry-run",
+        value: None,
+        env: Some("ASTEGNI_DRY_RUN"),
+        default: None,
+        help: "report what would be deleted, change nothing",
+    },
+    Spec {
+        key: Key::NoAudit,
+        flag: "no-audit",
+        value: None,
+        env: Some("ASTEGNI_NO_AUDIT"),
+        default: None,
+        help: "do not write deletion_audit_log",
+    },
+    Spec {
+        key: Key::MaxAccounts,
+        flag: "max-accounts",
+        value: Some("N"),
+        env: Some("ASTEGNI_MAX_ACCOUNTS"),
+        default: Some("1000; 0 = no limit"),
+        help: "delete no account if more than N are due",
+    },
+    Spec {
+        key: Key::HoldWhere,
+        flag: "hold-where",
+        value: Some("SQL"),
+        env: Some("ASTEGNI_HOLD_WHERE"),
+        default: None,
+        help: "boolean SQL over users: matching due accounts are held for `approve`",
+    },
+    Spec {
+        key: Key::LogTarget,
+        flag: "log-target",
+        value: Some("T"),
+        env: Some("ASTEGNI_LOG_TARGET"),
+        default: Some("auto"),
+        help: "auto, journal or stderr",
+    },
+    Spec {
+        key: Key::LogEmails,
+        flag: "log-emails",
+        value: Some("E"),
+        env: Some("ASTEGNI_LOG_EMAILS"),
+        default: Some("full"),
+        help: "full, masked or none",
+    },
+    Spec {
+        key: Key::ReportFile,
+        flag: "report-file",
+        value: Some("PATH"),
+        env: Some("ASTEGNI_REPORT_FILE"),
+        default: Some("stdout"),
+        help: "append the run report there",
+    },
+    Spec {
+        key: Key::NotifyCommand,
+        flag: "notify-command",
+        value: Some("CMD"),
+        env: Some("ASTEGNI_NOTIFY_COMMAND"),
+        default: None,
+        help: "run by /bin/sh -c with the summary on stdin",
+    },
+    Spec {
+        key: Key::WebhookUrl,
+        flag: "webhook-url",
+        value: Some("URL"),
+        env: Some("ASTEGNI_WEBHOOK_URL"),
+        default: None,
+        help: "Slack-compatible webhook for the summary",
+    },
+    Spec {
+        key: Key::NotifyOn,
+        flag: "notify-on",
+        value: Some("WHEN"),
+        env: Some("ASTEGNI_NOTIFY_ON"),
+        default: Some("deletions"),
+        help: "always, deletions or failure",
+    },
+    Spec {
+        key: Key::ConnectTimeout,
+        flag: "connect-timeout",
+        value: Some("SECS"),
+        env: Some("ASTEGNI_CONNECT_TIMEOUT"),
+        default: Some("60"),
+        help: "keep retrying the connection this long",
+    },
+    Spec {
+        key: Key::LockTimeout,
+        flag: "lock-timeout",
+        value: Some("SECS"),
+        env: Some("ASTEGNI_LOCK_TIMEOUT"),
+        default: Some("5"),
+        help: "longest wait for a row another transaction holds",
+    },
+    Spec {
+        key: Key::StatementTimeout,
+        flag: "statement-timeout",
+        value: Some("SECS"),
+        env: Some("ASTEGNI_STATEMENT_TIMEOUT"),
+        default: Some("300"),
+        help: "longest single statement",
+    },
+    Spec {
+        key: Key::Days,
+        flag: "days",
+        value: Some("N"),
+        env: None,
+        default: Some("7"),
+        help: "pending: how many days ahead to list",
+    },
+    Spec {
+        key: Key::Json,
+        flag: "json",
+        value: None,
+        env: None,
+        default: None,
+        help: "pending: print JSON",
+    },
+];
+
+const USAGE: &str = "\
 astegni-delete-expired: permanently delete Astegni roles and accounts past their grace period
 
 USAGE:
@@ -122,7 +373,6 @@ USAGE:
     astegni-delete-expired check [OPTIONS]            show the detected schema and what is due
     astegni-delete-expired pending [--days N] [--json] [OPTIONS]
                                                       what will be deleted in the next N days
-                                                      [default: 7]
     astegni-delete-expired approve USER_ID... [OPTIONS]
                                                       delete held accounts (if due), audited
                                                       as not automated
@@ -130,34 +380,9 @@ USAGE:
                                                       the unit's OnFailure= hook)
 
 OPTIONS (each also read from the environment variable shown, or from --env-file):
-    --database-url URL      DATABASE_URL               postgresql:// URL or key=value conninfo;
-                                                       sslmode and sslrootcert are honoured
-    --env-file PATH                                    dotenv file to read the variables from
-    --timezone ZONE         ASTEGNI_TIMEZONE           session time zone for naive timestamps
-                                                       [default: the server's]
-    --role NAME=TABLE       ASTEGNI_ROLES              role and its profile table, repeatable
-                                                       (env: comma-separated) [default:
-                                                       student, tutor, parent, advertiser, user
-                                                       -> <role>_profiles]
-    --dry-run               ASTEGNI_DRY_RUN=true       report what would be deleted, change nothing
-    --no-audit              ASTEGNI_NO_AUDIT=true      do not write deletion_audit_log
-    --max-accounts N        ASTEGNI_MAX_ACCOUNTS       delete no account if more than N are due
-                                                       [default: 1000; 0 = no limit]
-    --hold-where SQL        ASTEGNI_HOLD_WHERE         boolean SQL over users: matching due
-                                                       accounts are held for `approve`
-    --log-target T          ASTEGNI_LOG_TARGET         auto, journal or stderr [default: auto]
-    --log-emails E          ASTEGNI_LOG_EMAILS         full, masked or none [default: full]
-    --report-file PATH      ASTEGNI_REPORT_FILE        append the run report there, not to stdout
-    --notify-command CMD    ASTEGNI_NOTIFY_COMMAND     run by /bin/sh -c with the summary on stdin
-    --webhook-url URL       ASTEGNI_WEBHOOK_URL        Slack-compatible webhook for the summary
-    --notify-on WHEN        ASTEGNI_NOTIFY_ON          always, deletions or failure
-                                                       [default: deletions]
-    --connect-timeout SECS  ASTEGNI_CONNECT_TIMEOUT    keep retrying the connection this long
-                                                       [default: 60]
-    --lock-timeout SECS     ASTEGNI_LOCK_TIMEOUT       longest wait for a row another transaction
-                                                       holds [default: 5]
-    --statement-timeout SECS ASTEGNI_STATEMENT_TIMEOUT longest single statement [default: 300]
-    -h, --help              print this help
+";
+
+const EXIT_CODES: &str = "    -h, --help              print this help
     -V, --version           print the version
 
 EXIT CODES:
@@ -168,282 +393,381 @@ EXIT CODES:
     75  database unreachable
 ";
 
-/// Flags that take one value, and the environment variable standing in for each.
-const VALUED_FLAGS: [(&str, Option<&str>); 15] = [
-    ("database-url", Some("DATABASE_URL")),
-    ("env-file", None),
-    ("timezone", Some("ASTEGNI_TIMEZONE")),
-    ("max-accounts", Some("ASTEGNI_MAX_ACCOUNTS")),
-    ("hold-where", Some("ASTEGNI_HOLD_WHERE")),
-    ("log-target", Some("ASTEGNI_LOG_TARGET")),
-    ("log-emails", Some("ASTEGNI_LOG_EMAILS")),
-    ("report-file", Some("ASTEGNI_REPORT_FILE")),
-    ("notify-command", Some("ASTEGNI_NOTIFY_COMMAND")),
-    ("webhook-url", Some("ASTEGNI_WEBHOOK_URL")),
-    ("notify-on", Some("ASTEGNI_NOTIFY_ON")),
-    ("connect-timeout", Some("ASTEGNI_CONNECT_TIMEOUT")),
-    ("lock-timeout", Some("ASTEGNI_LOCK_TIMEOUT")),
-    ("statement-timeout", Some("ASTEGNI_STATEMENT_TIMEOUT")),
-    ("days", None),
-];
+/// `--help`, printed from [`SETTINGS`].
+pub fn help() -> String {
+    const FLAG_WIDTH: usize = 25;
+    const ENV_WIDTH: usize = 26;
+    const HELP_WIDTH: usize = 42;
+    let mut text = USAGE.to_owned();
+    for spec in SETTINGS {
+        let flag = match spec.value {
+            Some(value) => format!("--{} {value}", spec.flag),
+            None => format!("--{}", spec.flag),
+        };
+        let env = match (spec.env, spec.value) {
+            (Some(env), Some(_)) => env.to_owned(),
+            (Some(env), None) => format!("{env}=true"),
+            (None, _) => String::new(),
+        };
+        let mut help = spec.help.to_owned();
+        if let Some(default) = spec.default {
+            help.push_str(&format!(" [default: {default}]"));
+        }
+        let mut lines = wrap(&help, HELP_WIDTH).into_iter();
+        let first = lines.next().unwrap_or_default();
+        let _ = writeln!(text, "    {flag:<FLAG_WIDTH$} {env:<ENV_WIDTH$} {first}");
+        for line in lines {
+            let _ = writeln!(
+                text,
+                "{:indent$}{line}",
+                "",
+                indent = 4 + FLAG_WIDTH + ENV_WIDTH + 2
+            );
+        }
+    }
+    text.push_str(EXIT_CODES);
+    text
+}
 
-/// Flags without a value, and their environment variable.
-const SWITCHES: [(&str, Option<&str>); 3] = [
-    ("dry-run", Some("ASTEGNI_DRY_RUN")),
-    ("no-audit", Some("ASTEGNI_NO_AUDIT")),
-    ("json", None),
-];
+/// `text` in lines of at most `width` characters, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
+}
 
-/// Flags as given, before the environment fills the gaps.
+/// A value as given, and where from: the flag or the variable, for messages.
+#[derive(Clone, Debug)]
+struct Given {
+    text: String,
+    from: String,
+}
+
+/// The settings as given, before validation: one field per setting.
 #[derive(Default)]
-struct Flags {
+struct LowArgs {
     command: Option<String>,
     operands: Vec<String>,
-    values: BTreeMap<&'static str, String>,
-    roles: Vec<String>,
-    switches: BTreeSet<&'static str>,
+    database_url: Option<Given>,
+    env_file: Option<Given>,
+    timezone: Option<Given>,
+    role_timezone: Option<Given>,
+    roles: Vec<Given>,
+    dry_run: Option<Given>,
+    no_audit: Option<Given>,
+    max_accounts: Option<Given>,
+    hold_where: Option<Given>,
+    log_target: Option<Given>,
+    log_emails: Option<Given>,
+    report_file: Option<Given>,
+    notify_command: Option<Given>,
+    webhook_url: Option<Given>,
+    notify_on: Option<Given>,
+    connect_timeout: Option<Given>,
+    lock_timeout: Option<Given>,
+    statement_timeout: Option<Given>,
+    days: Option<Given>,
+    json: Option<Given>,
+}
+
+/// Where one setting's value goes in [`LowArgs`].
+enum Slot<'a> {
+    One(&'a mut Option<Given>),
+    /// A repeatable flag; its variable is a comma-separated list.
+    Many(&'a mut Vec<Given>),
+}
+
+impl LowArgs {
+    fn slot(&mut self, key: Key) -> Slot<'_> {
+        use Slot::{Many, One};
+        match key {
+            Key::DatabaseUrl => One(&mut self.database_url),
+            Key::EnvFile => One(&mut self.env_file),
+            Key::Timezone => One(&mut self.timezone),
+            Key::RoleTimezone => One(&mut self.role_timezone),
+            Key::Roles => Many(&mut self.roles),
+            Key::DryRun => One(&mut self.dry_run),
+            Key::NoAudit => One(&mut self.no_audit),
+            Key::MaxAccounts => One(&mut self.max_accounts),
+            Key::HoldWhere => One(&mut self.hold_where),
+            Key::LogTarget => One(&mut self.log_target),
+            Key::LogEmails => One(&mut self.log_emails),
+            Key::ReportFile => One(&mut self.report_file),
+            Key::NotifyCommand => One(&mut self.notify_command),
+            Key::WebhookUrl => One(&mut self.webhook_url),
+            Key::NotifyOn => One(&mut self.notify_on),
+            Key::ConnectTimeout => One(&mut self.connect_timeout),
+            Key::LockTimeout => One(&mut self.lock_timeout),
+            Key::StatementTimeout => One(&mut self.statement_timeout),
+            Key::Days => One(&mut self.days),
+            Key::Json => One(&mut self.json),
+        }
+    }
+
+    /// Fills what the flags left unset from `env` (the process environment, then the env
+    /// file); an empty variable counts as unset.
+    fn fill_from(
+        &mut self,
+        env: &dyn Fn(&str) -> anyhow::Result<Option<String>>,
+    ) -> anyhow::Result<()> {
+        for spec in SETTINGS {
+            let Some(variable) = spec.env else {
+                continue;
+            };
+            let given = |text: &str| Given {
+                text: text.trim().to_owned(),
+                from: variable.to_owned(),
+            };
+            match self.slot(spec.key) {
+                Slot::One(slot) if slot.is_none() => *slot = env(variable)?.map(|t| given(&t)),
+                Slot::Many(slot) if slot.is_empty() => {
+                    if let Some(list) = env(variable)? {
+                        slot.extend(list.split(',').map(given));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the command line and the environment into [`Settings`].
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Parsed> {
-    let Some(flags) = parse_flags(args)? else {
+    let Some(mut low) = parse_flags(args)? else {
         return Ok(Parsed::Done);
     };
-    let env_file = match flags.values.get("env-file") {
-        Some(path) => envfile::read(Path::new(path))?,
+    let env_file = match &low.env_file {
+        Some(path) => envfile::read(Path::new(&path.text))?,
         None => EnvFile::new(),
     };
-    let lookup = Lookup {
-        flags,
-        process_env: true,
-        env_file,
-    };
-    settings_from(&lookup).map(|settings| Parsed::Settings(Box::new(settings)))
+    low.fill_from(&|name| environment(name, true, &env_file))?;
+    Settings::from_low(low).map(|settings| Parsed::Settings(Box::new(settings)))
 }
 
-fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<Flags>> {
+/// A variable's value from the process environment (if `process` is true), else the env
+/// file; empty is unset.
+fn environment(name: &str, process: bool, env_file: &EnvFile) -> anyhow::Result<Option<String>> {
+    let from_env = match std::env::var(name) {
+        _ if !process => None,
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
+    };
+    let value = from_env.or_else(|| env_file.get(name).cloned());
+    Ok(value.filter(|value| !value.trim().is_empty()))
+}
+
+fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<LowArgs>> {
     use lexopt::prelude::*;
 
-    let mut flags = Flags::default();
+    let mut low = LowArgs::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
-                print!("{HELP}");
+                print!("{}", help());
                 return Ok(None);
             }
             Short('V') | Long("version") => {
                 println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            Long("role") => flags.roles.push(parser.value()?.string()?),
-            Long(name) if VALUED_FLAGS.iter().any(|(flag, _)| *flag == name) => {
-                let key = static_name(&VALUED_FLAGS, name);
-                let value = parser.value()?.string()?;
-                if value.starts_with("--") {
-                    // `--database-url --dry-run`: a forgotten value, not a value.
-                    bail!("--{key} needs a value");
-                }
-                if flags.values.insert(key, value).is_some() {
-                    bail!("--{key} given more than once");
-                }
+            Long("database-url") => once(&mut low.database_url, "database-url", &mut parser)?,
+            Long("env-file") => once(&mut low.env_file, "env-file", &mut parser)?,
+            Long("timezone") => once(&mut low.timezone, "timezone", &mut parser)?,
+            Long("role-timezone") => once(&mut low.role_timezone, "role-timezone", &mut parser)?,
+            Long("role") => low.roles.push(value(&mut parser, "role")?),
+            Long("dry-run") => switch(&mut low.dry_run, "dry-run")?,
+            Long("no-audit") => switch(&mut low.no_audit, "no-audit")?,
+            Long("max-accounts") => once(&mut low.max_accounts, "max-accounts", &mut parser)?,
+            Long("hold-where") => once(&mut low.hold_where, "hold-where", &mut parser)?,
+            Long("log-target") => once(&mut low.log_target, "log-target", &mut parser)?,
+            Long("log-emails") => once(&mut low.log_emails, "log-emails", &mut parser)?,
+            Long("report-file") => once(&mut low.report_file, "report-file", &mut parser)?,
+            Long("notify-command") => {
+                once(&mut low.notify_command, "notify-command", &mut parser)?;
             }
-            Long(name) if SWITCHES.iter().any(|(flag, _)| *flag == name) => {
-                let key = static_name(&SWITCHES, name);
-                if !flags.switches.insert(key) {
-                    bail!("--{key} given more than once");
-                }
+            Long("webhook-url") => once(&mut low.webhook_url, "webhook-url", &mut parser)?,
+            Long("notify-on") => once(&mut low.notify_on, "notify-on", &mut parser)?,
+            Long("connect-timeout") => {
+                once(&mut low.connect_timeout, "connect-timeout", &mut parser)?;
             }
-            Value(value) if flags.command.is_none() => flags.command = Some(value.string()?),
-            Value(value) => flags.operands.push(value.string()?),
+            Long("lock-timeout") => once(&mut low.lock_timeout, "lock-timeout", &mut parser)?,
+            Long("statement-timeout") => {
+                once(&mut low.statement_timeout, "statement-timeout", &mut parser)?;
+            }
+            Long("days") => once(&mut low.days, "days", &mut parser)?,
+            Long("json") => switch(&mut low.json, "json")?,
+            Value(value) if low.command.is_none() => low.command = Some(value.string()?),
+            Value(value) => low.operands.push(value.string()?),
             _ => return Err(arg.unexpected().into()),
         }
     }
-    Ok(Some(flags))
+    Ok(Some(low))
 }
 
-fn static_name(table: &[(&'static str, Option<&'static str>)], name: &str) -> &'static str {
-    table
-        .iter()
-        .map(|(flag, _)| *flag)
-        .find(|flag| *flag == name)
-        .unwrap_or("")
-}
-
-/// Flags first, then the process environment, then the env file.
-struct Lookup {
-    flags: Flags,
-    /// Whether to look at the process environment at all (unit tests do not).
-    process_env: bool,
-    env_file: EnvFile,
-}
-
-impl Lookup {
-    /// The variable's value from the process environment, else the env file; empty is unset.
-    fn env(&self, name: &str) -> anyhow::Result<Option<String>> {
-        let from_env = match std::env::var(name) {
-            _ if !self.process_env => None,
-            Ok(value) => Some(value),
-            Err(std::env::VarError::NotPresent) => None,
-            Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
-        };
-        let value = from_env.or_else(|| self.env_file.get(name).cloned());
-        Ok(value.filter(|value| !value.trim().is_empty()))
+/// The value of flag `--name`.
+fn value(parser: &mut lexopt::Parser, name: &str) -> anyhow::Result<Given> {
+    let text = lexopt::ValueExt::string(parser.value()?)?;
+    if text.starts_with("--") {
+        // `--database-url --dry-run`: a forgotten value, not a value.
+        bail!("--{name} needs a value");
     }
-
-    /// A valued flag's setting and where it came from (for messages).
-    fn value(&self, flag: &'static str) -> anyhow::Result<Option<(String, String)>> {
-        if let Some(value) = self.flags.values.get(flag) {
-            return Ok(Some((value.clone(), format!("--{flag}"))));
-        }
-        let variable = VALUED_FLAGS
-            .iter()
-            .find(|(name, _)| *name == flag)
-            .and_then(|(_, variable)| *variable);
-        match variable {
-            Some(variable) => Ok(self
-                .env(variable)?
-                .map(|value| (value, variable.to_owned()))),
-            None => Ok(None),
-        }
-    }
-
-    fn string(&self, flag: &'static str) -> anyhow::Result<Option<String>> {
-        Ok(self.value(flag)?.map(|(value, _)| value))
-    }
-
-    fn switch(&self, flag: &'static str) -> anyhow::Result<bool> {
-        if self.flags.switches.contains(flag) {
-            return Ok(true);
-        }
-        let variable = SWITCHES
-            .iter()
-            .find(|(name, _)| *name == flag)
-            .and_then(|(_, variable)| *variable);
-        let Some(variable) = variable else {
-            return Ok(false);
-        };
-        match self.env(variable)?.as_deref().map(str::trim) {
-            None => Ok(false),
-            Some("1" | "true" | "yes" | "on") => Ok(true),
-            Some("0" | "false" | "no" | "off") => Ok(false),
-            Some(_) => bail!("{variable} must be true or false"),
-        }
-    }
-
-    fn number(&self, flag: &'static str, default: u64) -> anyhow::Result<u64> {
-        let Some((text, source)) = self.value(flag)? else {
-            return Ok(default);
-        };
-        text.trim().parse::<u64>().map_err(|_| {
-            anyhow::anyhow!("{source} must be a non-negative whole number, not {text:?}")
-        })
-    }
-
-    fn seconds(&self, flag: &'static str, default: u64) -> anyhow::Result<Duration> {
-        let secs = self.number(flag, default)?;
-        if secs > 86_400 {
-            bail!("--{flag} must be at most 86400 seconds");
-        }
-        Ok(Duration::from_secs(secs))
-    }
-
-    /// A setting with a fixed set of values.
-    fn choice<T: Copy>(
-        &self,
-        flag: &'static str,
-        choices: &[(&str, T)],
-        default: T,
-    ) -> anyhow::Result<T> {
-        let Some((text, source)) = self.value(flag)? else {
-            return Ok(default);
-        };
-        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-        choices
-            .iter()
-            .find(|(name, _)| *name == text.trim())
-            .map(|(_, value)| *value)
-            .with_context(|| format!("invalid {source} {text:?} (expected {})", names.join(", ")))
-    }
-}
-
-fn settings_from(lookup: &Lookup) -> anyhow::Result<Settings> {
-    let command = command(lookup)?;
-    let database_url = lookup.string("database-url")?;
-    if database_url.is_none() && command != Command::NotifyFailure {
-        bail!(
-            "no database given: use --database-url, DATABASE_URL, or --env-file with DATABASE_URL"
-        );
-    }
-    let (roles, roles_explicit) = roles(lookup)?;
-    Ok(Settings {
-        command,
-        database_url,
-        timezone: lookup.string("timezone")?,
-        roles,
-        roles_explicit,
-        dry_run: lookup.switch("dry-run")?,
-        audit: !lookup.switch("no-audit")?,
-        max_accounts: lookup.number("max-accounts", DEFAULT_MAX_ACCOUNTS)?,
-        log_target: lookup.choice(
-            "log-target",
-            &[
-                ("auto", LogTarget::Auto),
-                ("journal", LogTarget::Journal),
-                ("stderr", LogTarget::Stderr),
-            ],
-            LogTarget::Auto,
-        )?,
-        report_file: lookup.string("report-file")?.map(PathBuf::from),
-        connect_timeout: lookup.seconds("connect-timeout", DEFAULT_CONNECT_TIMEOUT_SECS)?,
-        lock_timeout: lookup.seconds("lock-timeout", DEFAULT_LOCK_TIMEOUT_SECS)?,
-        statement_timeout: lookup.seconds("statement-timeout", DEFAULT_STATEMENT_TIMEOUT_SECS)?,
-        notify_command: lookup.string("notify-command")?,
-        webhook_url: webhook_url(lookup)?,
-        notify_on: lookup.choice(
-            "notify-on",
-            &[
-                ("always", NotifyOn::Always),
-                ("deletions", NotifyOn::Deletions),
-                ("failure", NotifyOn::Failure),
-            ],
-            NotifyOn::Deletions,
-        )?,
-        hold_where: hold_where(lookup)?,
-        log_emails: lookup.choice(
-            "log-emails",
-            &[
-                ("full", EmailPolicy::Full),
-                ("masked", EmailPolicy::Masked),
-                ("none", EmailPolicy::None),
-            ],
-            EmailPolicy::Full,
-        )?,
+    Ok(Given {
+        text,
+        from: format!("--{name}"),
     })
 }
 
-fn command(lookup: &Lookup) -> anyhow::Result<Command> {
-    let flags = &lookup.flags;
-    let name = flags.command.as_deref().unwrap_or("run");
-    let pending_only = flags.values.contains_key("days") || flags.switches.contains("json");
-    if pending_only && name != "pending" {
+/// Sets a single-valued flag's slot, refusing a second value.
+fn once(slot: &mut Option<Given>, name: &str, parser: &mut lexopt::Parser) -> anyhow::Result<()> {
+    if slot.is_some() {
+        bail!("--{name} given more than once");
+    }
+    *slot = Some(value(parser, name)?);
+    Ok(())
+}
+
+/// Sets a switch's slot to true, refusing a second one.
+fn switch(slot: &mut Option<Given>, name: &str) -> anyhow::Result<()> {
+    if slot.is_some() {
+        bail!("--{name} given more than once");
+    }
+    *slot = Some(Given {
+        text: "true".to_owned(),
+        from: format!("--{name}"),
+    });
+    Ok(())
+}
+
+impl Given {
+    /// The value as `T`, or an error naming where it came from and what was expected.
+    fn parse<T: FromStr<Err = &'static str>>(&self) -> anyhow::Result<T> {
+        self.text.parse().map_err(|expected| {
+            anyhow::anyhow!(
+                "invalid {} {:?} (expected {expected})",
+                self.from,
+                self.text
+            )
+        })
+    }
+
+    fn switch(&self) -> anyhow::Result<bool> {
+        match self.text.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => bail!("{} must be true or false", self.from),
+        }
+    }
+
+    fn number(&self) -> anyhow::Result<u64> {
+        self.text.parse::<u64>().map_err(|_| {
+            anyhow::anyhow!(
+                "{} must be a non-negative whole number, not {:?}",
+                self.from,
+                self.text
+            )
+        })
+    }
+
+    fn seconds(&self) -> anyhow::Result<Duration> {
+        let secs = self.number()?;
+        if secs > 86_400 {
+            bail!("{} must be at most 86400 seconds", self.from);
+        }
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+fn text(given: Option<Given>) -> Option<String> {
+    given.map(|given| given.text)
+}
+
+fn switch_or_false(given: &Option<Given>) -> anyhow::Result<bool> {
+    given.as_ref().map_or(Ok(false), Given::switch)
+}
+
+fn number_or(given: &Option<Given>, default: u64) -> anyhow::Result<u64> {
+    given.as_ref().map_or(Ok(default), Given::number)
+}
+
+fn seconds_or(given: &Option<Given>, default: u64) -> anyhow::Result<Duration> {
+    given
+        .as_ref()
+        .map_or(Ok(Duration::from_secs(default)), Given::seconds)
+}
+
+fn parsed_or<T: FromStr<Err = &'static str>>(
+    given: &Option<Given>,
+    default: T,
+) -> anyhow::Result<T> {
+    given.as_ref().map_or(Ok(default), Given::parse)
+}
+
+impl Settings {
+    /// The one validating conversion from the settings as given.
+    fn from_low(low: LowArgs) -> anyhow::Result<Settings> {
+        let command = command(&low)?;
+        if low.database_url.is_none() && command != Command::NotifyFailure {
+            bail!(
+                "no database given: use --database-url, DATABASE_URL, or --env-file with \
+                 DATABASE_URL"
+            );
+        }
+        let (roles, roles_explicit) = roles(&low.roles)?;
+        Ok(Settings {
+            command,
+            dry_run: switch_or_false(&low.dry_run)?,
+            audit: !switch_or_false(&low.no_audit)?,
+            max_accounts: number_or(&low.max_accounts, DEFAULT_MAX_ACCOUNTS)?,
+            log_target: parsed_or(&low.log_target, LogTarget::Auto)?,
+            connect_timeout: seconds_or(&low.connect_timeout, DEFAULT_CONNECT_TIMEOUT_SECS)?,
+            lock_timeout: seconds_or(&low.lock_timeout, DEFAULT_LOCK_TIMEOUT_SECS)?,
+            statement_timeout: seconds_or(&low.statement_timeout, DEFAULT_STATEMENT_TIMEOUT_SECS)?,
+            webhook_url: webhook_url(low.webhook_url)?,
+            notify_on: parsed_or(&low.notify_on, NotifyOn::Deletions)?,
+            hold_where: hold_where(low.hold_where)?,
+            log_emails: parsed_or(&low.log_emails, EmailPolicy::Full)?,
+            roles,
+            roles_explicit,
+            database_url: text(low.database_url),
+            timezone: text(low.timezone),
+            role_timezone: text(low.role_timezone),
+            report_file: text(low.report_file).map(PathBuf::from),
+            notify_command: text(low.notify_command),
+        })
+    }
+}
+
+fn command(low: &LowArgs) -> anyhow::Result<Command> {
+    let name = low.command.as_deref().unwrap_or("run");
+    if (low.days.is_some() || low.json.is_some()) && name != "pending" {
         bail!("--days and --json go with the pending command");
     }
-    if !flags.operands.is_empty() && name != "approve" {
-        bail!("unexpected argument {:?}", flags.operands[0]);
+    if !low.operands.is_empty() && name != "approve" {
+        bail!("unexpected argument {:?}", low.operands[0]);
     }
     Ok(match name {
         "run" => Command::Run,
         "check" => Command::Check,
         "notify-failure" => Command::NotifyFailure,
         "pending" => {
-            let days = lookup.number("days", DEFAULT_PENDING_DAYS)?;
+            let days = number_or(&low.days, DEFAULT_PENDING_DAYS)?;
             Command::Pending {
                 days: u32::try_from(days.min(36_500)).unwrap_or(36_500),
-                json: flags.switches.contains("json"),
+                json: low.json.is_some(),
             }
         }
-        "approve" => Command::Approve(user_ids(&flags.operands)?),
+        "approve" => Command::Approve(user_ids(&low.operands)?),
         other => bail!(
             "unknown command {other:?} (expected check, pending, approve or notify-failure, or \
              none to run the job)"
@@ -469,25 +793,29 @@ fn user_ids(operands: &[String]) -> anyhow::Result<Vec<i64>> {
     Ok(ids)
 }
 
-fn webhook_url(lookup: &Lookup) -> anyhow::Result<Option<String>> {
-    let Some((url, source)) = lookup.value("webhook-url")? else {
+fn webhook_url(given: Option<Given>) -> anyhow::Result<Option<String>> {
+    let Some(Given { text: url, from }) = given else {
         return Ok(None);
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         // The URL carries a secret: say what is wrong, not what it is.
-        bail!("{source} must start with https:// or http://");
+        bail!("{from} must start with https:// or http://");
     }
     Ok(Some(url))
 }
 
-fn hold_where(lookup: &Lookup) -> anyhow::Result<Option<String>> {
-    let Some((expression, source)) = lookup.value("hold-where")? else {
+fn hold_where(given: Option<Given>) -> anyhow::Result<Option<String>> {
+    let Some(Given {
+        text: expression,
+        from,
+    }) = given
+    else {
         return Ok(None);
     };
     // The expression is SQL by design (the operator's own rule); it goes into statements
     // inside parentheses, so refuse what could close them or start another statement.
     if expression.contains(';') || expression.contains("--") || expression.contains("/*") {
-        bail!("{source} must be one boolean SQL expression, without ';' or comments");
+        bail!("{from} must be one boolean SQL expression, without ';' or comments");
     }
     let mut depth = 0i32;
     for c in expression.chars() {
@@ -497,34 +825,26 @@ fn hold_where(lookup: &Lookup) -> anyhow::Result<Option<String>> {
             _ => 0,
         };
         if depth < 0 {
-            bail!("{source} has unbalanced parentheses");
+            bail!("{from} has unbalanced parentheses");
         }
     }
     if depth != 0 {
-        bail!("{source} has unbalanced parentheses");
+        bail!("{from} has unbalanced parentheses");
     }
     Ok(Some(expression))
 }
 
-fn roles(lookup: &Lookup) -> anyhow::Result<(Vec<RoleTable>, bool)> {
-    let specs: Vec<String> = if lookup.flags.roles.is_empty() {
-        match lookup.env("ASTEGNI_ROLES")? {
-            Some(list) => list.split(',').map(|spec| spec.trim().to_owned()).collect(),
-            None => Vec::new(),
-        }
-    } else {
-        lookup.flags.roles.clone()
-    };
-    if specs.is_empty() {
+fn roles(given: &[Given]) -> anyhow::Result<(Vec<RoleTable>, bool)> {
+    if given.is_empty() {
         let defaults = DEFAULT_ROLES
             .iter()
             .map(|role| role_table(&format!("{role}={role}_profiles")))
             .collect::<anyhow::Result<_>>()?;
         return Ok((defaults, false));
     }
-    let mut roles: Vec<RoleTable> = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        let role = role_table(spec)?;
+    let mut roles: Vec<RoleTable> = Vec::with_capacity(given.len());
+    for spec in given {
+        let role = role_table(&spec.text)?;
         if roles.iter().any(|known| known.role == role.role) {
             bail!("role {:?} given more than once", role.role);
         }
@@ -554,16 +874,13 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str], env_file: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let flags = parse_flags(args.iter().map(OsString::from))?.expect("not help");
-        let lookup = Lookup {
-            flags,
-            process_env: false,
-            env_file: env_file
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect(),
-        };
-        settings_from(&lookup)
+        let mut low = parse_flags(args.iter().map(OsString::from))?.expect("not help");
+        let env_file: EnvFile = env_file
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        low.fill_from(&|name| environment(name, false, &env_file))?;
+        Settings::from_low(low)
     }
 
     #[test]
@@ -595,6 +912,7 @@ mod tests {
         assert_eq!(settings.roles.len(), 5);
         assert_eq!(settings.roles[1].table.to_string(), "tutor_profiles");
         assert_eq!(settings.connect_timeout, Duration::from_secs(60));
+        assert_eq!(settings.role_timezone, None);
     }
 
     #[test]
@@ -607,6 +925,18 @@ mod tests {
         assert!(settings.roles_explicit);
         assert_eq!(settings.roles.len(), 2);
         assert_eq!(settings.roles[0].table.quoted(), "\"app\".\"tutors\"");
+        let from_env = parse(
+            &[],
+            &[
+                ("DATABASE_URL", "x"),
+                ("ASTEGNI_ROLES", "tutor=tutors, student=students"),
+                ("ASTEGNI_ROLE_TIMEZONE", "UTC"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(from_env.roles.len(), 2);
+        assert_eq!(from_env.roles[1].table.quoted(), "\"students\"");
+        assert_eq!(from_env.role_timezone.as_deref(), Some("UTC"));
     }
 
     #[test]
@@ -636,6 +966,7 @@ mod tests {
             &["--log-emails", "hidden"],
             &["--hold-where", "true); DELETE FROM users; --"],
             &["--hold-where", "(balance > 0"],
+            &["--timezone", "--dry-run"],
         ] {
             assert!(parse(args, &url).is_err(), "{args:?} accepted");
         }
@@ -645,6 +976,16 @@ mod tests {
             "notify-failure needs no database"
         );
         assert!(parse(&[], &[("DATABASE_URL", "x"), ("ASTEGNI_DRY_RUN", "maybe")]).is_err());
+        let error = parse(
+            &[],
+            &[("DATABASE_URL", "x"), ("ASTEGNI_LOG_TARGET", "syslog")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "invalid ASTEGNI_LOG_TARGET \"syslog\" (expected auto, journal, stderr)"
+        );
     }
 
     #[test]
@@ -699,5 +1040,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(!format!("{error:#}").contains("secret"), "{error:#}");
+    }
+
+    #[test]
+    fn every_flag_has_its_match_arm_and_its_help_line() {
+        let help = help();
+        for spec in SETTINGS {
+            let flag = format!("--{}", spec.flag);
+            assert!(help.contains(&flag), "{flag} missing from --help");
+            if let Some(env) = spec.env {
+                assert!(help.contains(env), "{env} missing from --help");
+            }
+            let mut args = vec![flag.clone()];
+            if spec.value.is_some() {
+                args.push("x".to_owned());
+            }
+            let error = parse_flags(args.iter().map(OsString::from))
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+            assert!(
+                !error.contains("invalid option"),
+                "{flag} has no match arm: {error}"
+            );
+        }
+    }
+
+    /// The documents operators read name every setting: its flag in README and the man
+    /// page, its variable there and in the packaged config file.
+    #[test]
+    fn readme_man_page_and_config_file_mention_every_setting() {
+        let readme = include_str!("../README.md");
+        let man = include_str!("../packaging/astegni-delete-expired.8").replace("\\-", "-");
+        let env_file = include_str!("../packaging/delete-expired.env");
+        for spec in SETTINGS {
+            let flag = format!("--{}", spec.flag);
+            assert!(readme.contains(&flag), "README.md does not mention {flag}");
+            assert!(man.contains(&flag), "the man page does not mention {flag}");
+            if let Some(env) = spec.env {
+                assert!(readme.contains(env), "README.md does not mention {env}");
+                assert!(man.contains(env), "the man page does not mention {env}");
+                assert!(
+                    env_file.contains(env),
+                    "packaging/delete-expired.env does not mention {env}"
+                );
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use postgres::Client;
 use postgres::config::SslMode;
+use postgres::error::SqlState;
 use postgres::types::Type;
 
 use crate::conninfo::{Target, TlsMode};
@@ -30,6 +31,8 @@ pub enum ConnectError {
 /// Session settings applied right after connecting.
 pub struct Session<'a> {
     pub timezone: Option<&'a str>,
+    /// `--role-timezone`, when it differs from `timezone`.
+    pub role_timezone: Option<&'a str>,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
 }
@@ -127,8 +130,8 @@ fn connect_once(target: &Target, tls: &Tls, timeout: Duration) -> Result<Client,
 /// would fail either way, and is reported as it is.
 fn is_turned_away(error: &postgres::Error) -> bool {
     match error.as_db_error() {
-        Some(db_error) => db_error.code().code() == "28000",
-        None => error.to_string().contains("TLS"),
+        Some(db_error) => *db_error.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        None => crate::tls::is_tls_failure(error),
     }
 }
 
@@ -140,19 +143,41 @@ pub fn is_connection_trouble(error: &postgres::Error) -> bool {
     }
     match error.as_db_error() {
         Some(db_error) => {
-            let code = db_error.code().code();
-            code.starts_with("08") || code.starts_with("57P0") || matches!(code, "55P03" | "57014")
+            let code = db_error.code();
+            sqlstate_class(code) == "08"
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::DATABASE_DROPPED,
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::QUERY_CANCELED,
+                ]
+                .contains(code)
         }
         None => is_healable(error),
     }
 }
 
+/// The class of a SQLSTATE: its first two characters ("08", connection exception). The
+/// `SqlState` type names single codes; a class is what a whole family of codes shares.
+pub fn sqlstate_class(code: &SqlState) -> &str {
+    code.code().get(..2).unwrap_or_default()
+}
+
 fn is_healable(error: &postgres::Error) -> bool {
     if let Some(db_error) = error.as_db_error() {
-        let code = db_error.code().code();
-        return code.starts_with("08") || matches!(code, "57P03" | "53300" | "57P01" | "57P02");
+        let code = db_error.code();
+        return sqlstate_class(code) == "08"
+            || [
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+            ]
+            .contains(code);
     }
-    if error.to_string().contains("TLS") {
+    if crate::tls::is_tls_failure(error) {
         return false;
     }
     let mut source = std::error::Error::source(error);
@@ -189,6 +214,18 @@ pub fn configure_session(client: &mut Client, session: &Session) -> anyhow::Resu
                 &[(&zone, Type::TEXT)],
             )
             .map_err(|error| anyhow!("invalid --timezone {zone:?}: {}", db_message(&error)))?;
+    }
+    if let Some(zone) = session.role_timezone {
+        // Converting a time checks the zone; set_config alone would accept any text.
+        client
+            .query_typed(
+                &format!(
+                    "SELECT now() AT TIME ZONE $1, set_config('{}', $1, false)",
+                    crate::due::ROLE_TIMEZONE_SETTING
+                ),
+                &[(&zone, Type::TEXT)],
+            )
+            .map_err(|error| anyhow!("invalid --role-timezone {zone:?}: {}", db_message(&error)))?;
     }
     Ok(())
 }

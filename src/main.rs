@@ -10,6 +10,7 @@ mod check;
 mod config;
 mod conninfo;
 mod db;
+mod due;
 mod envfile;
 mod json;
 mod logging;
@@ -170,21 +171,26 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
                 error,
             },
         })?;
+    let role_timezone = settings
+        .role_timezone
+        .as_deref()
+        .filter(|zone| Some(*zone) != settings.timezone.as_deref());
     let session = db::Session {
         timezone: settings.timezone.as_deref(),
+        role_timezone,
         lock_timeout: settings.lock_timeout,
         statement_timeout: settings.statement_timeout,
     };
     db::configure_session(&mut client, &session).map_err(setup_failure)?;
     let writes =
         matches!(settings.command, Command::Run | Command::Approve(_)) && !settings.dry_run;
-    let schema = schema::detect(
-        &mut client,
-        &settings.roles,
-        settings.roles_explicit,
-        writes,
-    )
-    .map_err(setup_failure)?;
+    let expect = schema::Expect {
+        roles: &settings.roles,
+        roles_explicit: settings.roles_explicit,
+        need_write: writes,
+        role_zone: role_timezone.is_some(),
+    };
+    let schema = schema::detect(&mut client, &expect).map_err(setup_failure)?;
     if let Some(hold) = &settings.hold_where {
         schema::check_hold_rule(&mut client, hold).map_err(setup_failure)?;
     }

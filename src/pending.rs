@@ -12,8 +12,8 @@ use anyhow::Context;
 use postgres::Row;
 
 use crate::config::EmailPolicy;
+use crate::due::{self, When};
 use crate::json;
-use crate::purge::statements::ROLE_REQUEST_DUE;
 use crate::report::show_email;
 use crate::schema::Schema;
 
@@ -58,8 +58,9 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut transaction = crate::db::read_only(client)?;
     let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let roles: Vec<&str> = schema.profiles.iter().map(|p| p.role.as_str()).collect();
     let rows = transaction
-        .query(&query(schema, hold), &[&days])
+        .query(&query(schema, hold), &[&days, &roles])
         .context("cannot list the upcoming deletions")?;
     let zone: String = transaction
         .query_one("SELECT current_setting('TimeZone')", &[])
@@ -77,24 +78,25 @@ pub fn run(
 }
 
 /// Columns: kind, role, user id, profile id, email, due (local text), due (UTC ISO 8601),
-/// days left, held.
+/// days left, held. Parameters: `$1` the days ahead, `$2` the role names, in the order of
+/// the schema's profile tables.
 fn query(schema: &Schema, hold: Option<&str>) -> String {
     let email = if schema.users.has_email {
         "u.email::text"
     } else {
         "NULL::text"
     };
-    let horizon = "now() + make_interval(days => $1)";
+    let within = When::WithinDays(1);
     let mut parts: Vec<String> = Vec::new();
-    for profile in &schema.profiles {
+    for (index, profile) in schema.profiles.iter().enumerate() {
         let table = profile.table.quoted();
-        let role = format!("'{}'::text", profile.role);
+        let role = format!("($2::text[])[{}]", index + 1);
         if profile.schedule_type.is_some() {
             parts.push(format!(
-                "SELECT 'role'::text, {role}, p.user_id::bigint, p.id::bigint, {email}, \
-                 p.scheduled_deletion_at::timestamptz, FALSE FROM {table} p \
-                 LEFT JOIN users u ON u.id = p.user_id \
-                 WHERE p.is_active = FALSE AND p.scheduled_deletion_at <= {horizon}"
+                "SELECT 'role'::text, {role}, p.user_id::bigint, p.id::bigint, {email}, {}, \
+                 FALSE FROM {table} p LEFT JOIN users u ON u.id = p.user_id WHERE {}",
+                due::profile_deadline(profile),
+                due::profile(profile, within)
             ));
         }
         if schema.requests.as_ref().is_some_and(|r| r.per_role) {
@@ -105,12 +107,12 @@ fn query(schema: &Schema, hold: Option<&str>) -> String {
                  JOIN {table} p ON p.user_id = r.user_id \
                  AND (r.profile_id IS NULL OR p.id = r.profile_id) \
                  LEFT JOIN users u ON u.id = r.user_id \
-                 WHERE r.role = {role} AND {} ",
-                ROLE_REQUEST_DUE.replace("now()", horizon)
+                 WHERE r.role = {role} AND {}",
+                due::role_request(within)
             ));
         }
     }
-    parts.push(accounts(schema, hold, email, horizon));
+    parts.push(accounts(schema, hold, email));
     format!(
         "SELECT kind, role, user_id, profile_id, email, \
          to_char(due, 'YYYY-MM-DD HH24:MI'), \
@@ -122,22 +124,20 @@ fn query(schema: &Schema, hold: Option<&str>) -> String {
     )
 }
 
-fn accounts(schema: &Schema, hold: Option<&str>, email: &str, horizon: &str) -> String {
-    let by_status = if schema.users.schedule_type.is_some() {
-        "CASE WHEN u.account_status = 'pending_deletion' \
-         THEN u.scheduled_deletion_at::timestamptz END"
-    } else {
-        "NULL::timestamptz"
+/// Accounts due within `$1` days, by their own row or by a request: the earlier wins.
+fn accounts(schema: &Schema, hold: Option<&str>, email: &str) -> String {
+    let by_status = match schema.users.schedule_type {
+        Some(_) => format!(
+            "CASE WHEN {} THEN u.scheduled_deletion_at::timestamptz END",
+            due::user(schema, "u", When::Any)
+        ),
+        None => "NULL::timestamptz".to_owned(),
     };
     let by_request = match &schema.requests {
-        Some(requests) => format!(
+        Some(_) => format!(
             "(SELECT min(r.scheduled_deletion_at::timestamptz) FROM account_deletion_requests r \
-             WHERE r.user_id = u.id AND r.status = 'pending'{})",
-            if requests.per_role {
-                " AND r.delete_user IS NOT FALSE"
-            } else {
-                ""
-            }
+             WHERE r.user_id = u.id AND {})",
+            due::account_request(schema, When::Any)
         ),
         None => "NULL::timestamptz".to_owned(),
     };
@@ -148,7 +148,7 @@ fn accounts(schema: &Schema, hold: Option<&str>, email: &str, horizon: &str) -> 
         "SELECT 'account'::text, NULL::text, a.id, NULL::bigint, a.email, a.due, a.held \
          FROM (SELECT u.id::bigint AS id, {email} AS email, \
          least({by_status}, {by_request}) AS due, {held} AS held FROM users u) a \
-         WHERE a.due <= {horizon}"
+         WHERE a.due <= now() + make_interval(days => $1)"
     )
 }
 

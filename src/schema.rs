@@ -42,6 +42,9 @@ pub struct ProfileTable {
     pub id_type: String,
     /// The type of `scheduled_deletion_at`, if the table has it.
     pub schedule_type: Option<String>,
+    /// Whether `scheduled_deletion_at` holds naive time in `--role-timezone` (which differs
+    /// from the session's zone), rather than in the session's zone or as `timestamptz`.
+    pub naive_in_role_zone: bool,
 }
 
 /// `account_deletion_requests`.
@@ -125,13 +128,25 @@ const TIMESTAMP_TYPES: [&str; 3] = [
     "date",
 ];
 
-/// Reads the catalog. `roles_explicit` makes a missing profile table an error.
-pub fn detect(
-    client: &mut Client,
-    roles: &[RoleTable],
-    roles_explicit: bool,
-    need_write: bool,
-) -> anyhow::Result<Schema> {
+/// What the detection needs to know of the settings.
+pub struct Expect<'a> {
+    pub roles: &'a [RoleTable],
+    /// The roles were listed explicitly: a missing profile table is an error.
+    pub roles_explicit: bool,
+    /// The run will write: check the privileges it needs.
+    pub need_write: bool,
+    /// `--role-timezone` differs from the session's zone.
+    pub role_zone: bool,
+}
+
+/// Reads the catalog.
+pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
+    let Expect {
+        roles,
+        roles_explicit,
+        need_write,
+        role_zone,
+    } = *expect;
     let users_table = load_table(client, USERS)?
         .context("table users not found (is this the Astegni database?)")?;
     let users = users_from(&users_table)?;
@@ -139,7 +154,7 @@ pub fn detect(
     let mut missing_profiles = Vec::new();
     for role in roles {
         match load_table(client, &role.table.quoted())? {
-            Some(table) => profiles.push(profile_from(role, &table)?),
+            Some(table) => profiles.push(profile_from(role, &table, role_zone)?),
             None if roles_explicit => {
                 bail!(
                     "profile table {} for role {} not found",
@@ -240,7 +255,7 @@ fn roles_type(type_name: &str) -> anyhow::Result<RolesType> {
     })
 }
 
-fn profile_from(role: &RoleTable, table: &Table) -> anyhow::Result<ProfileTable> {
+fn profile_from(role: &RoleTable, table: &Table, role_zone: bool) -> anyhow::Result<ProfileTable> {
     let id_type = table.require_type("id", &ID_TYPES)?;
     table.require_type("user_id", &ID_TYPES)?;
     table.require_type("is_active", &["boolean"])?;
@@ -248,11 +263,16 @@ fn profile_from(role: &RoleTable, table: &Table) -> anyhow::Result<ProfileTable>
         Some(_) => Some(table.require_type("scheduled_deletion_at", &TIMESTAMP_TYPES)?),
         None => None,
     };
+    let naive_in_role_zone = role_zone
+        && schedule_type
+            .as_deref()
+            .is_some_and(|type_name| type_name != "timestamp with time zone");
     Ok(ProfileTable {
         role: role.role.clone(),
         table: role.table.clone(),
         id_type,
         schedule_type,
+        naive_in_role_zone,
     })
 }
 

@@ -29,6 +29,39 @@ use crate::conninfo::{Target, TlsMode};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+/// A failure of our TLS set-up or handshake: connection errors are told apart by this type
+/// in their chain of causes, not by their text.
+#[derive(Debug)]
+pub struct TlsFailure(BoxError);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Whether `error` failed in our TLS set-up or handshake.
+pub fn is_tls_failure(error: &postgres::Error) -> bool {
+    let mut source = Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<TlsFailure>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+fn tls_failure(error: BoxError) -> BoxError {
+    Box::new(TlsFailure(error))
+}
+
 /// The connector for one target, shared by every connection attempt.
 #[derive(Clone)]
 pub struct Tls {
@@ -95,8 +128,11 @@ impl TlsConnect<Socket> for Handshake {
                 .map_err(BoxError::from)
         });
         match handshake {
-            Ok(handshake) => handshake.connect(stream),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Ok(handshake) => {
+                let connected = handshake.connect(stream);
+                Box::pin(async move { connected.await.map_err(tls_failure) })
+            }
+            Err(error) => Box::pin(std::future::ready(Err(tls_failure(error)))),
         }
     }
 }

@@ -184,6 +184,42 @@ fn accounts_due_by_request_old_and_new_shapes() {
     }
 }
 
+/// What "Leave Astegni" writes: a request with no role, `delete_user` left FALSE. It deletes
+/// the whole account, in the dry run, `pending` and the run alike.
+#[test]
+fn a_request_without_a_role_deletes_the_whole_account() {
+    let astegni = Astegni::new("leaverequest");
+    let user = astegni.user("leaver@example.com", Some(&["user", "tutor"]), "tutor");
+    let tutor = astegni.profile("tutor", user, None);
+    astegni.db.exec(&format!(
+        "INSERT INTO account_deletion_requests (user_id, status, scheduled_deletion_at, \
+         role, profile_id, delete_user) VALUES ({user}, 'pending', now() - interval '1 day', \
+         NULL, NULL, FALSE)"
+    ));
+    let (_, pending, _) = astegni.run(&["pending", "--json"]);
+    assert!(pending.contains("\"type\":\"account\""), "{pending}");
+    let (code, stdout, stderr) = astegni.run(&["--dry-run"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("[WOULD DELETE] account of user {user}")),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert!(!astegni.exists("users", user), "{stdout}");
+    assert!(!astegni.exists("tutor_profiles", tutor));
+    assert_eq!(
+        astegni.audit(),
+        vec![(
+            "account".into(),
+            user,
+            Some("leaver@example.com".into()),
+            None
+        )]
+    );
+}
+
 #[test]
 fn surviving_request_is_marked_completed() {
     let astegni = Astegni::create(
@@ -372,4 +408,59 @@ fn stderr_gets_every_deletion_once_and_in_order_across_batches() {
         lines.last().is_some_and(|line| line.contains("COMPLETED")),
         "{stderr}"
     );
+}
+
+/// "Manage Role" writes the profile's deadline in naive UTC, "Leave Astegni" the account's in
+/// server-local time: on a server in Addis Ababa (UTC+3) each is read in its own zone.
+#[test]
+fn profile_deadlines_are_read_in_the_role_timezone() {
+    let astegni = Astegni::new("rolezone");
+    let user = astegni.user(
+        "zone@example.com",
+        Some(&["user", "tutor", "parent"]),
+        "user",
+    );
+    let utc_in_an_hour = astegni.profile("tutor", user, None);
+    let utc_an_hour_ago = astegni.profile("parent", user, None);
+    astegni.db.exec(&format!(
+        "UPDATE tutor_profiles SET is_active = FALSE, \
+         scheduled_deletion_at = (now() AT TIME ZONE 'UTC') + interval '1 hour' \
+         WHERE id = {utc_in_an_hour}; \
+         UPDATE parent_profiles SET is_active = FALSE, \
+         scheduled_deletion_at = (now() AT TIME ZONE 'UTC') - interval '1 hour' \
+         WHERE id = {utc_an_hour_ago}"
+    ));
+    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
+    astegni.db.exec(&format!(
+        "UPDATE users SET account_status = 'pending_deletion', \
+         scheduled_deletion_at = (now() AT TIME ZONE 'Africa/Addis_Ababa') - interval '1 hour' \
+         WHERE id = {leaver}"
+    ));
+    let zones = ["--timezone", "Africa/Addis_Ababa", "--role-timezone", "UTC"];
+    let (_, pending, _) = astegni.run(&[&["pending", "--json"][..], &zones].concat());
+    assert!(pending.contains("\"role\":\"tutor\""), "{pending}");
+    assert!(
+        pending.contains("\"days_remaining\":1"),
+        "not due yet: {pending}"
+    );
+    let (code, stdout, stderr) = astegni.run(&zones);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        astegni.exists("tutor_profiles", utc_in_an_hour),
+        "deleted an hour early: {stdout}"
+    );
+    assert!(
+        !astegni.exists("parent_profiles", utc_an_hour_ago),
+        "{stdout}"
+    );
+    assert!(!astegni.exists("users", leaver), "{stdout}");
+    let (code, stdout, _) = astegni.run(&["--timezone", "Africa/Addis_Ababa"]);
+    assert_eq!(code, 0);
+    assert!(
+        !astegni.exists("tutor_profiles", utc_in_an_hour),
+        "without --role-timezone, the naive UTC deadline reads as local time: {stdout}"
+    );
+    let (code, _, stderr) = astegni.run(&["--role-timezone", "Mars/Olympus_Mons"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid --role-timezone"), "{stderr}");
 }

@@ -106,13 +106,7 @@ impl Work for AccountWork<'_> {
         if self.schema.requests.is_none() {
             return Ok(true);
         }
-        wait_for_rows(
-            client,
-            "SELECT 1 FROM account_deletion_requests WHERE user_id = $1::bigint \
-             AND status = 'pending' FOR UPDATE",
-            &[&id],
-            deadline,
-        )
+        wait_for_rows(client, sql::WAIT_FOR_PENDING_REQUESTS, &[&id], deadline)
     }
 }
 

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use postgres::Client;
+use postgres::error::SqlState;
 use postgres::types::Type;
 
 use super::cursor::DueIds;
 use super::record::Recorder;
-use crate::db::db_message;
+use crate::db::{db_message, sqlstate_class};
 
 /// One kind of deletion (a role table, role requests, accounts).
 pub trait Work {
@@ -348,25 +349,33 @@ pub fn is_row_level(error: &postgres::Error) -> bool {
     let Some(db_error) = error.as_db_error() else {
         return false;
     };
-    let code = db_error.code().code();
-    ["22", "23", "27", "2F", "38", "39", "40", "P0", "09"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || matches!(code, "55P03" | "57014" | "55006")
+    let code = db_error.code();
+    // Data exceptions, integrity constraint violations, triggered data change violations,
+    // SQL routine and external routine exceptions, transaction rollbacks (deadlock,
+    // serialization), PL/pgSQL raises and triggered action exceptions: about the rows.
+    ROW_LEVEL_CLASSES.contains(&sqlstate_class(code))
+        || [
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::OBJECT_IN_USE,
+        ]
+        .contains(code)
 }
+
+const ROW_LEVEL_CLASSES: [&str; 9] = ["22", "23", "27", "2F", "38", "39", "40", "P0", "09"];
 
 /// A lock timeout: another transaction held a lock we needed (a row, or a whole table).
 fn is_lock_timeout(error: &postgres::Error) -> bool {
     error
         .as_db_error()
-        .is_some_and(|db_error| db_error.code().code() == "55P03")
+        .is_some_and(|db_error| *db_error.code() == SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// A lock or statement timeout while waiting for others.
 pub fn is_timeout(error: &postgres::Error) -> bool {
-    error
-        .as_db_error()
-        .is_some_and(|db_error| matches!(db_error.code().code(), "55P03" | "57014"))
+    error.as_db_error().is_some_and(|db_error| {
+        [SqlState::LOCK_NOT_AVAILABLE, SqlState::QUERY_CANCELED].contains(db_error.code())
+    })
 }
 
 /// The server's message for a row failure, naming the constraint when there is one.

@@ -86,13 +86,7 @@ impl Work for ProfileWork<'_> {
             return Ok(false);
         }
         let user: Option<i64> = client
-            .query_opt(
-                &format!(
-                    "SELECT user_id::bigint FROM {} WHERE id = $1::bigint",
-                    self.profile.table.quoted()
-                ),
-                &[&id],
-            )?
+            .query_opt(&sql::user_of_profile(self.profile), &[&id])?
             .and_then(|row| row.get(0));
         wait_for_user(client, user, deadline)
     }
@@ -151,7 +145,7 @@ impl RoleRequestWork {
         use anyhow::Context;
         let rows = client
             .query_typed(
-                sql::UNKNOWN_ROLE_REQUESTS,
+                &sql::unknown_role_requests(),
                 &[(&self.roles, Type::TEXT_ARRAY)],
             )
             .context("cannot read account_deletion_requests")?;
@@ -178,7 +172,7 @@ impl Work for RoleRequestWork {
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
         DueIds::declare(
             client,
-            sql::DUE_ROLE_REQUESTS,
+            &sql::due_role_requests(),
             &[(&self.roles, Type::TEXT_ARRAY)],
         )
     }
@@ -200,7 +194,7 @@ impl Work for RoleRequestWork {
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
-        sorted_ids(client, sql::STILL_DUE_ROLE_REQUESTS, wanted)
+        sorted_ids(client, &sql::still_due_role_requests(), wanted)
     }
 
     fn wait_until_free(
@@ -212,12 +206,7 @@ impl Work for RoleRequestWork {
         if !wait_for_rows(client, sql::WAIT_FOR_REQUEST, &[&id], deadline)? {
             return Ok(false);
         }
-        let Some(request) = client.query_opt(
-            "SELECT user_id::bigint, role::text, profile_id::bigint \
-             FROM account_deletion_requests WHERE id = $1::bigint",
-            &[&id],
-        )?
-        else {
+        let Some(request) = client.query_opt(sql::ROLE_REQUEST_TARGET, &[&id])? else {
             return Ok(true);
         };
         let (user, role, profile): (Option<i64>, Option<String>, Option<i64>) =

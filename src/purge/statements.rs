@@ -34,6 +34,7 @@
 //! a filter) or inside an `OR`/`NOT IN` (a hashed subplan). The one join left, a role
 //! request's DELETE `USING` its requests, has the big profile table on the other side.
 
+use crate::due::{self, When};
 use crate::schema::{ProfileTable, RolesType, Schema};
 
 /// Text of `users.email` as a nullable text expression over alias `u`.
@@ -58,78 +59,12 @@ fn deleted_profile_columns(schema: &Schema) -> &'static str {
     }
 }
 
-/// A profile row of a role deleted on its own ("Manage Role"), over alias `p`.
-pub fn profile_due(profile: &ProfileTable) -> &'static str {
-    if profile.schedule_type.is_some() {
-        "p.is_active = FALSE AND p.scheduled_deletion_at <= now()"
-    } else {
-        "FALSE"
-    }
-}
-
-/// A request that deletes the whole account, over alias `r`.
-pub fn account_request_due(schema: &Schema) -> &'static str {
-    match &schema.requests {
-        Some(requests) if requests.per_role => {
-            "r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-             AND r.delete_user IS NOT FALSE"
-        }
-        Some(_) => "r.status = 'pending' AND r.scheduled_deletion_at <= now()",
-        None => "FALSE",
-    }
-}
-
-/// A request that deletes one role only, over alias `r`.
-pub const ROLE_REQUEST_DUE: &str = "r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-                                    AND r.delete_user = FALSE";
-
-/// A user whose own row says the account is due ("Leave Astegni"), over `alias`.
-fn user_due(schema: &Schema, alias: &str) -> String {
-    if schema.users.schedule_type.is_some() {
-        format!(
-            "{alias}.account_status = 'pending_deletion' \
-             AND {alias}.scheduled_deletion_at <= now()"
-        )
-    } else {
-        "FALSE".to_owned()
-    }
-}
-
-/// An account that is due, by its own row or by a request, over alias `u`: the form for a
-/// few given users (one probe of the requests per user).
-pub fn account_due(schema: &Schema) -> String {
-    match schema.requests {
-        Some(_) => format!(
-            "({} OR EXISTS (SELECT 1 FROM account_deletion_requests r \
-             WHERE r.user_id = u.id AND {}))",
-            user_due(schema, "u"),
-            account_request_due(schema)
-        ),
-        None => format!("({})", user_due(schema, "u")),
-    }
-}
-
-/// An account that is due, over alias `u`: the form for scanning all users. The due users
-/// are computed once as a set (a scan of each table and a hash) instead of probing the
-/// requests once per user: 181 ms against 245-780 ms over 1M users in the benchmark.
-fn account_due_set(schema: &Schema) -> String {
-    match schema.requests {
-        Some(_) => format!(
-            "u.id IN (SELECT u2.id FROM users u2 WHERE {} \
-             UNION ALL SELECT r.user_id FROM account_deletion_requests r WHERE {})",
-            user_due(schema, "u2"),
-            account_request_due(schema)
-        ),
-        None => format!("({})", user_due(schema, "u")),
-    }
-}
-
 /// Every profile id due, ascending: what the role phase goes through for this table.
 pub fn due_profiles(profile: &ProfileTable) -> String {
     format!(
         "SELECT p.id::bigint FROM {} p WHERE {} ORDER BY p.id",
         profile.table.quoted(),
-        profile_due(profile)
+        due::profile(profile, When::Now)
     )
 }
 
@@ -148,7 +83,7 @@ fn user_ready(alias: &str) -> String {
 /// (profile id, NULL, NULL, TRUE) per profile still due that it left for the sweep.
 pub fn attempt_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
     let table = profile.table.quoted();
-    let due = profile_due(profile);
+    let due = &due::profile(profile, When::Now);
     format!(
         "WITH locked_profiles AS MATERIALIZED (SELECT p.id, p.user_id FROM {table} p \
          WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE SKIP LOCKED), \
@@ -177,7 +112,7 @@ pub fn still_due_profiles(profile: &ProfileTable) -> String {
     format!(
         "SELECT p.id::bigint FROM {} p WHERE p.id = ANY($1::bigint[]) AND {}",
         profile.table.quoted(),
-        profile_due(profile)
+        due::profile(profile, When::Now)
     )
 }
 
@@ -285,19 +220,47 @@ fn role_tail(schema: &Schema, audit: bool) -> String {
 const DELETED_ROLES: &str = "SELECT profile_id, user_id, email, FALSE FROM deleted";
 
 /// Every role-only request due for a role in `$1`, ascending.
-pub const DUE_ROLE_REQUESTS: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
-     WHERE r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-     AND r.delete_user = FALSE AND r.role = ANY($1::text[]) ORDER BY r.id";
+pub fn due_role_requests() -> String {
+    format!(
+        "SELECT r.id::bigint FROM account_deletion_requests r \
+         WHERE {} AND r.role = ANY($1::text[]) ORDER BY r.id",
+        due::role_request(When::Now)
+    )
+}
 
 /// Role-only requests due for a role without a profile table `$1`: (request id, user id, role).
-pub const UNKNOWN_ROLE_REQUESTS: &str = "SELECT r.id::bigint, r.user_id::bigint, coalesce(r.role::text, '') \
-     FROM account_deletion_requests r \
-     WHERE r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-     AND r.delete_user = FALSE AND (r.role IS NULL OR r.role <> ALL($1::text[])) ORDER BY r.id";
+pub fn unknown_role_requests() -> String {
+    format!(
+        "SELECT r.id::bigint, r.user_id::bigint, r.role::text FROM account_deletion_requests r \
+         WHERE {} AND r.role <> ALL($1::text[]) ORDER BY r.id",
+        due::role_request(When::Now)
+    )
+}
 
-pub const STILL_DUE_ROLE_REQUESTS: &str = "SELECT r.id::bigint FROM account_deletion_requests r \
-     WHERE r.id = ANY($1::bigint[]) AND r.status = 'pending' AND r.scheduled_deletion_at <= now() \
-     AND r.delete_user = FALSE";
+/// Of the request ids in `$1`, those still due as role-only requests.
+pub fn still_due_role_requests() -> String {
+    format!(
+        "SELECT r.id::bigint FROM account_deletion_requests r \
+         WHERE r.id = ANY($1::bigint[]) AND {}",
+        due::role_request(When::Now)
+    )
+}
+
+/// The user of profile `$1`, if it has one.
+pub fn user_of_profile(profile: &ProfileTable) -> String {
+    format!(
+        "SELECT user_id::bigint FROM {} WHERE id = $1::bigint",
+        profile.table.quoted()
+    )
+}
+
+/// What role request `$1` is about: (user id, role, profile id).
+pub const ROLE_REQUEST_TARGET: &str = "SELECT user_id::bigint, role::text, profile_id::bigint \
+     FROM account_deletion_requests WHERE id = $1::bigint";
+
+/// Waits for every pending request of user `$1`.
+pub const WAIT_FOR_PENDING_REQUESTS: &str = "SELECT 1 FROM account_deletion_requests \
+     WHERE user_id = $1::bigint AND status = 'pending' FOR UPDATE";
 
 pub const WAIT_FOR_REQUEST: &str =
     "SELECT 1 FROM account_deletion_requests WHERE id = $1::bigint FOR UPDATE";
@@ -320,10 +283,11 @@ pub fn wait_for_requested_profile(profile: &ProfileTable) -> String {
 pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) -> String {
     let table = profile.table.quoted();
     let completed_at = completed_at(schema);
+    let due = due::role_request(When::Now);
     format!(
         "WITH locked_requests AS MATERIALIZED (SELECT r.id, r.user_id, r.profile_id \
          FROM account_deletion_requests r WHERE r.id = ANY($1::bigint[]) \
-         AND r.role = $2::text AND {ROLE_REQUEST_DUE} FOR UPDATE SKIP LOCKED), \
+         AND r.role = $2::text AND {due} FOR UPDATE SKIP LOCKED), \
          locked_users AS MATERIALIZED (SELECT u.id FROM users u \
          WHERE u.id = ANY (ARRAY(SELECT user_id FROM locked_requests)) \
          ORDER BY u.id FOR UPDATE SKIP LOCKED), \
@@ -343,7 +307,7 @@ pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit
          WHERE r.id NOT IN (SELECT id FROM ready) \
          UNION ALL SELECT r.id::bigint, NULL, NULL, TRUE FROM account_deletion_requests r \
          WHERE r.id = ANY($1::bigint[]) AND r.id NOT IN (SELECT id FROM locked_requests) \
-         AND r.role = $2::text AND {ROLE_REQUEST_DUE} \
+         AND r.role = $2::text AND {due} \
          ORDER BY 4, 1",
         user_ready("r"),
         deleted_profile_columns(schema),
@@ -380,13 +344,13 @@ pub fn due_accounts(schema: &Schema, selection: Selection) -> String {
     match selection {
         Selection::Automatic { hold } => format!(
             "SELECT u.id::bigint FROM users u WHERE {}{} ORDER BY u.id",
-            account_due_set(schema),
+            due::account_set(schema, When::Now),
             not_held(hold)
         ),
         Selection::Approved => format!(
             "SELECT u.id::bigint FROM users u WHERE u.id = ANY($1::bigint[]) AND {} \
              ORDER BY u.id",
-            account_due(schema)
+            due::account(schema, When::Now)
         ),
     }
 }
@@ -395,7 +359,7 @@ pub fn due_accounts(schema: &Schema, selection: Selection) -> String {
 pub fn count_due_accounts(schema: &Schema, hold: Option<&str>) -> String {
     format!(
         "SELECT count(*) FROM users u WHERE {}{}",
-        account_due_set(schema),
+        due::account_set(schema, When::Now),
         not_held(hold)
     )
 }
@@ -406,7 +370,7 @@ pub fn held_accounts(schema: &Schema, hold: &str) -> String {
         "SELECT u.id::bigint, {} FROM users u WHERE {} AND coalesce(({hold}), FALSE) \
          ORDER BY u.id",
         email(schema),
-        account_due_set(schema)
+        due::account_set(schema, When::Now)
     )
 }
 
@@ -414,15 +378,15 @@ pub fn held_accounts(schema: &Schema, hold: &str) -> String {
 pub fn still_due_accounts(schema: &Schema) -> String {
     format!(
         "SELECT u.id::bigint FROM users u WHERE u.id = ANY($1::bigint[]) AND {}",
-        account_due(schema)
+        due::account(schema, When::Now)
     )
 }
 
-/// The columns of `account_deletion_requests` that [`account_request_due`] reads.
+/// The columns of `account_deletion_requests` that [`due::account_request`] reads.
 fn request_due_columns(schema: &Schema) -> &'static str {
     match &schema.requests {
         Some(requests) if requests.per_role => {
-            "r.id, r.user_id, r.status, r.scheduled_deletion_at, r.delete_user"
+            "r.id, r.user_id, r.status, r.scheduled_deletion_at, r.role, r.delete_user"
         }
         _ => "r.id, r.user_id, r.status, r.scheduled_deletion_at",
     }
@@ -448,7 +412,7 @@ pub fn attempt_accounts(schema: &Schema, audit: bool, selection: Selection) -> S
             ),
             format!(
                 " OR u.id IN (SELECT r.user_id FROM locked_requests r WHERE {})",
-                account_request_due(schema)
+                due::account_request(schema, When::Now)
             ),
             format!(
                 ", completed AS (UPDATE account_deletion_requests r \
@@ -497,7 +461,7 @@ pub fn attempt_accounts(schema: &Schema, audit: bool, selection: Selection) -> S
          UNION ALL SELECT x.id::bigint, NULL, TRUE FROM unnest($1::bigint[]) AS w(id) \
          JOIN users x ON x.id = w.id WHERE w.id NOT IN (SELECT id FROM locked_users) \
          ORDER BY 3, 1",
-        user_due(schema, "u"),
+        due::user(schema, "u", When::Now),
         email(schema)
     )
 }
@@ -509,7 +473,7 @@ pub fn preview_profiles(schema: &Schema, profile: &ProfileTable) -> String {
          LEFT JOIN users u ON u.id = p.user_id WHERE {} ORDER BY p.id",
         email(schema),
         profile.table.quoted(),
-        profile_due(profile)
+        due::profile(profile, When::Now)
     )
 }
 
@@ -520,11 +484,12 @@ pub fn preview_requested_profiles(schema: &Schema, profile: &ProfileTable) -> St
         "SELECT DISTINCT p.id::bigint, p.user_id::bigint, {} FROM account_deletion_requests r \
          JOIN {} p ON p.user_id = r.user_id AND (r.profile_id IS NULL OR p.id = r.profile_id) \
          LEFT JOIN users u ON u.id = p.user_id \
-         WHERE {ROLE_REQUEST_DUE} AND r.role = $1::text AND NOT coalesce(({}), FALSE) \
+         WHERE {} AND r.role = $1::text AND NOT coalesce(({}), FALSE) \
          ORDER BY 1",
         email(schema),
         profile.table.quoted(),
-        profile_due(profile)
+        due::role_request(When::Now),
+        due::profile(profile, When::Now)
     )
 }
 
@@ -533,7 +498,7 @@ pub fn preview_accounts(schema: &Schema, hold: Option<&str>) -> String {
     format!(
         "SELECT u.id::bigint, {} FROM users u WHERE {}{} ORDER BY u.id",
         email(schema),
-        account_due_set(schema),
+        due::account_set(schema, When::Now),
         not_held(hold)
     )
 }
