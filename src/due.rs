@@ -132,7 +132,7 @@ pub fn account(schema: &Schema, when: When) -> String {
 
 /// An account that is due, over alias `u`: the form for scanning all users. The due users
 /// are computed once as a set (a scan of each table and a hash) instead of probing the
-/// requests once per user, which the planner would do for the `EXISTS` form.
+/// requests once per user of the table (BENCHMARKS.md, "Due accounts as one set").
 pub fn account_set(schema: &Schema, when: When) -> String {
     match schema.requests {
         Some(_) => format!(

@@ -18,9 +18,10 @@
 //! logged as a warning and the rest of the report is dropped.
 //!
 //! The report is buffered and flushed after every batch ([`Report::flush`]) and at the end:
-//! one `write` per batch instead of one per line (the dry run of 100k rows spent a tenth of
-//! its time in `write`). A line is in the report at most one batch after its deletion
-//! committed; the journal entry is sent at once.
+//! one `write` per batch instead of one per line, since a system call per line weighs on a
+//! run that does little else, such as a dry run (BENCHMARKS.md, "Client CPU and output"). A
+//! line is in the report at most one batch after its deletion committed; the journal entry
+//! is sent at once.
 
 use crate::config::EmailPolicy;
 use crate::logging::FINAL;

@@ -4,12 +4,13 @@
 //! ships and patches it (`libssl3`), it reads the system trust store, and it lets us follow
 //! libpq's `sslmode` meanings exactly (verify-ca checks the chain but not the host name).
 //!
-//! Building an OpenSSL connector loads the system's CA bundle: about 30 ms of CPU, as much as
-//! the job spends on 2,000 deletions (the benchmark's profile of a 10k run). With `sslmode`
-//! disable, allow or prefer and no `sslrootcert`, a connection may use no TLS at all (a Unix
-//! socket, a server without TLS), so there the connector is built on the first TLS
-//! handshake. Modes that always use TLS, or name a root certificate, build it at once, so a
-//! certificate file that cannot be read is reported before connecting.
+//! Building an OpenSSL connector loads and parses the system's CA bundle: a large share of
+//! the job's own CPU and memory, wasted in a run that uses no TLS (BENCHMARKS.md, "Client
+//! CPU and output"). With `sslmode` disable, allow or prefer and no `sslrootcert`, a
+//! connection may use no TLS at all (a Unix socket, a server without TLS), so there the
+//! connector is built on the first TLS handshake. Modes that always use TLS, or name a root
+//! certificate, build it at once, so a certificate file that cannot be read is reported
+//! before connecting.
 
 use std::error::Error;
 use std::future::Future;

@@ -9,9 +9,9 @@
 //!
 //! The client FETCHes [`READ_AHEAD`] ids at a time (40 kB) and hands them out a batch at a
 //! time, so most batches cost no round trip for their ids, and memory stays the same
-//! whatever the backlog. The tables are scanned once per run instead of walked through their
-//! primary key batch after batch: in the benchmark that was 2.7 s of a 21 s run at 100k due
-//! rows.
+//! whatever the backlog. Each table is scanned once per run, instead of walked through its
+//! primary key by a query per batch that tests every row on the way (BENCHMARKS.md,
+//! "Finding the due ids").
 //!
 //! Ids read early are as safe as ids read late: every attempt locks its rows and its DELETE
 //! re-checks that they are still due. A row that becomes due during the run waits for the

@@ -68,18 +68,18 @@ pub struct BatchSizer {
 const MIN_BATCH: usize = 1;
 pub const MAX_BATCH: usize = 5000;
 /// Small, and per kind of work: a size learnt on cheap rows (profiles without children)
-/// carried over to expensive ones (accounts with their cascades) made 370 ms transactions
-/// in the benchmark; the sizer grows quickly from here.
+/// carried over to expensive ones (accounts with their cascades) would keep the next work's
+/// first transaction far past the target; the sizer grows quickly from here.
 const FIRST_BATCH: usize = 100;
 /// How much bigger one batch may be than the one before. Growth never aims past the target
 /// (the size is the target over the time per row just measured), so this only limits how far
-/// one small, unusually cheap batch can mislead; at 2x, each kind of work spent three
-/// undersized batches reaching its size (BENCHMARKS.md).
+/// one small, unusually cheap batch can mislead; a lower cap makes every kind of work pay
+/// for several undersized batches on its way up (BENCHMARKS.md, "Batch size").
 const MAX_GROWTH: f64 = 4.0;
 /// How long one of our transactions should hold its locks: well under the 250 ms the live
-/// app may wait on us, even when a busy server stalls a batch (the benchmark saw a batch
-/// sized for 100 ms take 370 ms). Smaller batches cost about one millisecond each over
-/// loopback, a few behind a network: 60 ms kept the throughput of 100 ms in the benchmark.
+/// app may wait on us, even when a busy server stalls a batch to several times the target.
+/// A batch's fixed cost (a round trip, planning) is small next to its work, so a shorter
+/// target costs little throughput (BENCHMARKS.md, "Batch size").
 pub const TARGET_TRANSACTION: Duration = Duration::from_millis(60);
 
 impl BatchSizer {

@@ -8,11 +8,10 @@
 //!
 //! They are deliberately not prepared once and reused: after five executions PostgreSQL
 //! switches a prepared statement to a generic plan, which cannot see how many ids
-//! `= ANY($1)` holds, estimates one row and joins a deletion's CTEs by nested loops
-//! (quadratic in the batch: 71 ms instead of 36 ms for 350 profiles in the benchmark). And
-//! `plan_cache_mode = force_custom_plan` is no cure: it applies to the foreign-key cascade
-//! triggers' cached queries too, which then are planned once per deleted row (2.5 times
-//! slower account deletions, measured).
+//! `= ANY($1)` holds, estimates one row and joins a deletion's CTEs by nested loops, whose
+//! cost grows with the square of the batch. And `plan_cache_mode = force_custom_plan` is no
+//! cure: it applies to the foreign-key cascade triggers' cached queries too, which then are
+//! planned again for every deleted row. (BENCHMARKS.md, "What was tried", "Plans".)
 
 use std::collections::BTreeSet;
 use std::time::Instant;

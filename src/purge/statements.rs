@@ -29,10 +29,11 @@
 //!
 //! The planner estimates a CTE of a batch at a row or two (it cannot know that every id of
 //! `$1` is due), so a join with a CTE on its inner side may become a nested loop that scans
-//! the CTE once per outer row: 40 ms instead of 1 for 300 rows, measured. So a CTE's ids are
-//! only ever used as `= ANY (ARRAY(SELECT ...))` (computed once, then an index condition or
-//! a filter) or inside an `OR`/`NOT IN` (a hashed subplan). The one join left, a role
-//! request's DELETE `USING` its requests, has the big profile table on the other side.
+//! the CTE once per outer row, at a cost that grows with the square of the batch (see
+//! BENCHMARKS.md, "CTEs and the planner"). So a CTE's ids are only ever used as
+//! `= ANY (ARRAY(SELECT ...))` (computed once, then an index condition or a filter) or
+//! inside an `OR`/`NOT IN` (a hashed subplan). The one join left, a role request's DELETE
+//! `USING` its requests, has the big profile table on the other side.
 
 use crate::due::{self, When};
 use crate::schema::{ProfileTable, RolesType, Schema};
@@ -49,7 +50,7 @@ fn email(schema: &Schema) -> &'static str {
 /// The columns a role deletion's `deleted` CTE returns from profile alias `p`: (profile_id,
 /// user_id, email). The email is looked up by primary key per row, not joined from the
 /// user update: a join between two CTEs is planned from their estimates, which for a batch
-/// are a row or two, and a nested loop over 300 x 300 rows cost 40 ms a batch.
+/// are a row or two: a nested loop that scans one CTE once per row of the other.
 fn deleted_profile_columns(schema: &Schema) -> &'static str {
     if schema.users.has_email {
         "p.id::bigint AS profile_id, p.user_id::bigint AS user_id, \
