@@ -2,14 +2,20 @@
 //!
 //! Replaces the old `test_connection.py`: it proves the connection works, then prints per
 //! table the detected column types, how many rows are due now and how many are scheduled
-//! later. It runs in a READ ONLY transaction.
+//! later; then the deletion plans: every foreign key on the deletion path that blocks, how
+//! many of today's due deletions it blocks and what would unblock it, the keys the plan
+//! carries out itself, and the keys without an index, largest table first. It runs in a READ
+//! ONLY transaction. `check --graph` prints the plans in Graphviz DOT instead.
 
 use std::io::Write;
 
 use anyhow::Context;
 use postgres::GenericClient;
+use postgres::types::ToSql;
 
 use crate::due::{self, When};
+use crate::plan::catalog::{ForeignKey, OnDelete};
+use crate::plan::{Blocks, Edge, Plan, Treatment, render};
 use crate::purge::statements as sql;
 use crate::schema::{ProfileTable, Schema};
 
@@ -61,7 +67,157 @@ fn collect(
     }
     lines.extend(requests(client, schema)?);
     lines.push(audit(client, schema)?);
+    lines.extend(plans(client, schema, hold)?);
+    lines.extend(unindexed(schema));
     Ok(lines)
+}
+
+/// Each plan's keys that block or that it carries out.
+fn plans(
+    client: &mut impl GenericClient,
+    schema: &Schema,
+    hold: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let accounts = sql::due_account_ids(schema, hold);
+    lines.extend(plan_lines(
+        client,
+        "accounts (users)",
+        &schema.accounts_plan,
+        &accounts,
+        &[],
+    )?);
+    for profile in &schema.profiles {
+        let mut units = format!("SELECT id FROM ({}) due", sql::due_profiles(profile));
+        let role = profile.role.as_str();
+        let params: Vec<&(dyn ToSql + Sync)> = if schema
+            .requests
+            .as_ref()
+            .is_some_and(|requests| requests.per_role)
+        {
+            units.push_str(&format!(" UNION {}", sql::requested_profile_ids(profile)));
+            vec![&role]
+        } else {
+            Vec::new()
+        };
+        let title = format!("role {} ({})", profile.role, profile.table);
+        lines.extend(plan_lines(client, &title, &profile.plan, &units, &params)?);
+    }
+    Ok(lines)
+}
+
+fn plan_lines(
+    client: &mut impl GenericClient,
+    title: &str,
+    plan: &Plan,
+    units: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> anyhow::Result<Vec<String>> {
+    let blocking: Vec<(usize, &Edge)> = plan.blocking_edges().collect();
+    let carried: Vec<&Edge> = plan
+        .edges
+        .iter()
+        .filter(|edge| matches!(edge.treatment, Treatment::Delete | Treatment::Nullify))
+        .collect();
+    let mut lines = vec![format!(
+        "deletion plan of {title}: {} foreign keys on the path, {} block, {} carried out by \
+         the plan",
+        plan.edges.len(),
+        blocking.len(),
+        carried.len()
+    )];
+    if plan.is_plain() {
+        return Ok(lines);
+    }
+    let counts: Vec<(i32, i64)> = client
+        .query(&render::blocked_counts(plan, units), params)
+        .with_context(|| format!("cannot count what blocks the deletion of {title}"))?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for (e, edge) in blocking {
+        let blocked = counts
+            .iter()
+            .find(|(edge, _)| usize::try_from(*edge).ok() == Some(e))
+            .map_or(0, |(_, n)| *n);
+        lines.push(format!(
+            "  BLOCKS {}: {} -> {}, ON DELETE {}: blocks {blocked} of the deletions due now",
+            edge.key.name.as_str(),
+            edge.key.describe_columns(),
+            edge.key.parent.display(),
+            edge.key.on_delete.sql()
+        ));
+        lines.push(format!("    unblocked by {}", edge.unblock()));
+        let migration = match edge.treatment {
+            Treatment::Block(Blocks::OtherUser) => OnDelete::SetNull,
+            _ => OnDelete::Cascade,
+        };
+        lines.push(format!(
+            "    or the migration: {}",
+            edge.key.migration(migration)
+        ));
+    }
+    for edge in carried {
+        let what = if edge.treatment == Treatment::Delete {
+            "deletes first"
+        } else {
+            "nullifies first"
+        };
+        lines.push(format!(
+            "  {what} {}: {} -> {}, ON DELETE {}",
+            edge.key.name.as_str(),
+            edge.key.describe_columns(),
+            edge.key.parent.display(),
+            edge.key.on_delete.sql()
+        ));
+    }
+    Ok(lines)
+}
+
+/// The keys on any deletion path whose referencing columns have no index, largest table
+/// first: PostgreSQL finds the referencing rows of every deleted row by scanning them.
+fn unindexed(schema: &Schema) -> Vec<String> {
+    let mut keys: Vec<&ForeignKey> = Vec::new();
+    let plans = std::iter::once(&schema.accounts_plan)
+        .chain(schema.profiles.iter().map(|profile| &profile.plan));
+    for plan in plans {
+        for edge in &plan.edges {
+            let known = keys
+                .iter()
+                .any(|key| key.name == edge.key.name && key.child == edge.key.child);
+            if !edge.key.indexed && !known {
+                keys.push(&edge.key);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return vec!["foreign keys on the deletion path without an index: none".to_owned()];
+    }
+    keys.sort_by(|a, b| b.child_rows.cmp(&a.child_rows).then(a.name.cmp(&b.name)));
+    let mut lines = vec![format!(
+        "foreign keys on the deletion path without an index: {} (each deleted row costs a \
+         scan of the table)",
+        keys.len()
+    )];
+    for key in keys {
+        lines.push(format!(
+            "  {} -> {}, {} rows: {}",
+            key.describe_columns(),
+            key.parent.display(),
+            key.child_rows,
+            key.index_statement()
+        ));
+    }
+    lines
+}
+
+/// `check --graph`: the deletion plans in Graphviz DOT.
+pub fn graph(schema: &Schema, out: &mut dyn Write) -> anyhow::Result<()> {
+    let plans = std::iter::once(&schema.accounts_plan)
+        .chain(schema.profiles.iter().map(|profile| &profile.plan));
+    let dot = crate::plan::dot::render(plans);
+    out.write_all(dot.as_bytes())
+        .context("cannot write the graph")
 }
 
 fn count(client: &mut impl GenericClient, query: &str) -> anyhow::Result<i64> {

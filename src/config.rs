@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::envfile::{self, EnvFile};
+use crate::plan::{KeyPolicy, KeyRule, Policy};
 use crate::sql::{TableName, is_plain_identifier};
 
 /// What the program was asked to do.
@@ -27,8 +28,9 @@ use crate::sql::{TableName, is_plain_identifier};
 pub enum Command {
     /// Delete what is due.
     Run,
-    /// Connect, detect the schema, and print what is due.
-    Check,
+    /// Connect, detect the schema, and print what is due; or, with `graph`, the deletion
+    /// plan in Graphviz DOT.
+    Check { graph: bool },
     /// Delete these held accounts, if they are due.
     Approve(Vec<i64>),
     /// List what will be deleted in the next `days` days.
@@ -144,6 +146,8 @@ pub struct Settings {
     /// SQL boolean expression over `users`: due accounts matching it are held.
     pub hold_where: Option<String>,
     pub log_emails: EmailPolicy,
+    /// What to do with foreign keys that do not cascade.
+    pub keys: Policy,
 }
 
 /// The outcome of reading the command line.
@@ -182,8 +186,11 @@ enum Key {
     ConnectTimeout,
     LockTimeout,
     StatementTimeout,
+    ForeignKeys,
+    ForeignKeyRules,
     Days,
     Json,
+    Graph,
 }
 
 /// One setting: how it is given and what `--help` says of it.
@@ -348,6 +355,24 @@ pub const SETTINGS: &[Spec] = &[
         help: "longest single statement",
     },
     Spec {
+        key: Key::ForeignKeys,
+        flag: "foreign-keys",
+        value: Some("POLICY"),
+        env: Some("ASTEGNI_FOREIGN_KEYS"),
+        default: Some("block"),
+        help: "what to do with the rows of a foreign key that does not cascade: block (report \
+               the deletion as blocked) or delete (delete them first, as a cascade would)",
+    },
+    Spec {
+        key: Key::ForeignKeyRules,
+        flag: "foreign-key",
+        value: Some("[TABLE.]KEY=ACTION"),
+        env: Some("ASTEGNI_FOREIGN_KEY_RULES"),
+        default: None,
+        help: "the policy of one foreign key: block, delete or nullify, repeatable (env: \
+               comma-separated)",
+    },
+    Spec {
         key: Key::Days,
         flag: "days",
         value: Some("N"),
@@ -362,6 +387,14 @@ pub const SETTINGS: &[Spec] = &[
         env: None,
         default: None,
         help: "pending: print JSON",
+    },
+    Spec {
+        key: Key::Graph,
+        flag: "graph",
+        value: None,
+        env: None,
+        default: None,
+        help: "check: print the deletion plan in Graphviz DOT",
     },
 ];
 
@@ -474,8 +507,11 @@ struct LowArgs {
     connect_timeout: Option<Given>,
     lock_timeout: Option<Given>,
     statement_timeout: Option<Given>,
+    foreign_keys: Option<Given>,
+    foreign_key_rules: Vec<Given>,
     days: Option<Given>,
     json: Option<Given>,
+    graph: Option<Given>,
 }
 
 /// Where one setting's value goes in [`LowArgs`].
@@ -507,8 +543,11 @@ impl LowArgs {
             Key::ConnectTimeout => One(&mut self.connect_timeout),
             Key::LockTimeout => One(&mut self.lock_timeout),
             Key::StatementTimeout => One(&mut self.statement_timeout),
+            Key::ForeignKeys => One(&mut self.foreign_keys),
+            Key::ForeignKeyRules => Many(&mut self.foreign_key_rules),
             Key::Days => One(&mut self.days),
             Key::Json => One(&mut self.json),
+            Key::Graph => One(&mut self.graph),
         }
     }
 
@@ -605,8 +644,13 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
             Long("statement-timeout") => {
                 once(&mut low.statement_timeout, "statement-timeout", &mut parser)?;
             }
+            Long("foreign-keys") => once(&mut low.foreign_keys, "foreign-keys", &mut parser)?,
+            Long("foreign-key") => low
+                .foreign_key_rules
+                .push(value(&mut parser, "foreign-key")?),
             Long("days") => once(&mut low.days, "days", &mut parser)?,
             Long("json") => switch(&mut low.json, "json")?,
+            Long("graph") => switch(&mut low.graph, "graph")?,
             Value(value) if low.command.is_none() => low.command = Some(value.string()?),
             Value(value) => low.operands.push(value.string()?),
             _ => return Err(arg.unexpected().into()),
@@ -737,6 +781,10 @@ impl Settings {
             notify_on: parsed_or(&low.notify_on, NotifyOn::Deletions)?,
             hold_where: hold_where(low.hold_where)?,
             log_emails: parsed_or(&low.log_emails, EmailPolicy::Full)?,
+            keys: Policy {
+                default: parsed_or(&low.foreign_keys, KeyPolicy::Block)?,
+                rules: key_rules(&low.foreign_key_rules)?,
+            },
             roles,
             roles_explicit,
             database_url: text(low.database_url),
@@ -753,12 +801,17 @@ fn command(low: &LowArgs) -> anyhow::Result<Command> {
     if (low.days.is_some() || low.json.is_some()) && name != "pending" {
         bail!("--days and --json go with the pending command");
     }
+    if low.graph.is_some() && name != "check" {
+        bail!("--graph goes with the check command");
+    }
     if !low.operands.is_empty() && name != "approve" {
         bail!("unexpected argument {:?}", low.operands[0]);
     }
     Ok(match name {
         "run" => Command::Run,
-        "check" => Command::Check,
+        "check" => Command::Check {
+            graph: low.graph.is_some(),
+        },
         "notify-failure" => Command::NotifyFailure,
         "pending" => {
             let days = number_or(&low.days, DEFAULT_PENDING_DAYS)?;
@@ -834,6 +887,17 @@ fn hold_where(given: Option<Given>) -> anyhow::Result<Option<String>> {
     Ok(Some(expression))
 }
 
+fn key_rules(given: &[Given]) -> anyhow::Result<Vec<KeyRule>> {
+    given
+        .iter()
+        .map(|rule| {
+            rule.text.parse().map_err(|problem| {
+                anyhow::anyhow!("invalid {} {:?}: {problem}", rule.from, rule.text)
+            })
+        })
+        .collect()
+}
+
 fn roles(given: &[Given]) -> anyhow::Result<(Vec<RoleTable>, bool)> {
     if given.is_empty() {
         let defaults = DEFAULT_ROLES
@@ -906,7 +970,7 @@ mod tests {
     #[test]
     fn defaults_when_only_the_url_is_given() {
         let settings = parse(&["check"], &[("DATABASE_URL", "postgres://file/db")]).unwrap();
-        assert_eq!(settings.command, Command::Check);
+        assert_eq!(settings.command, Command::Check { graph: false });
         assert_eq!(settings.max_accounts, 1000);
         assert!(settings.audit && !settings.dry_run && !settings.roles_explicit);
         assert_eq!(settings.roles.len(), 5);
@@ -937,6 +1001,20 @@ mod tests {
         assert_eq!(from_env.roles.len(), 2);
         assert_eq!(from_env.roles[1].table.quoted(), "\"students\"");
         assert_eq!(from_env.role_timezone.as_deref(), Some("UTC"));
+        let keys = parse(
+            &["--foreign-keys", "delete"],
+            &[
+                ("DATABASE_URL", "x"),
+                (
+                    "ASTEGNI_FOREIGN_KEY_RULES",
+                    "users.users_kyc_fkey=nullify, otps_user_id_fkey=block",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(keys.keys.default, KeyPolicy::Delete);
+        assert_eq!(keys.keys.rules.len(), 2);
+        assert_eq!(keys.keys.rules[0].table.as_deref(), Some("users"));
     }
 
     #[test]
@@ -961,12 +1039,16 @@ mod tests {
             &["approve", "12", "x"],
             &["approve", "-4"],
             &["check", "extra"],
+            &["--graph"],
             &["--webhook-url", "ftp://hooks.example.com/secret"],
             &["--notify-on", "sometimes"],
             &["--log-emails", "hidden"],
             &["--hold-where", "true); DELETE FROM users; --"],
             &["--hold-where", "(balance > 0"],
             &["--timezone", "--dry-run"],
+            &["--foreign-keys", "cascade"],
+            &["--foreign-key", "otps_user_id_fkey=drop"],
+            &["--foreign-key", "otps_user_id_fkey"],
         ] {
             assert!(parse(args, &url).is_err(), "{args:?} accepted");
         }

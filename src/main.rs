@@ -16,6 +16,7 @@ mod json;
 mod logging;
 mod notify;
 mod pending;
+mod plan;
 mod purge;
 mod report;
 mod schema;
@@ -189,6 +190,7 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
         roles_explicit: settings.roles_explicit,
         need_write: writes,
         role_zone: role_timezone.is_some(),
+        keys: &settings.keys,
     };
     let schema = schema::detect(&mut client, &expect).map_err(setup_failure)?;
     if let Some(hold) = &settings.hold_where {
@@ -198,7 +200,11 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
         prepare_audit(&mut client, &schema, &settings.command)?;
     }
     match &settings.command {
-        Command::Check => {
+        Command::Check { graph: true } => {
+            check::graph(&schema, &mut std::io::stdout().lock()).map_err(fail(EXIT_FAILED))?;
+            Ok(Done::Listed)
+        }
+        Command::Check { graph: false } => {
             let hold = settings.hold_where.as_deref();
             check::run(&mut client, &schema, hold, &mut std::io::stdout().lock())
                 .map_err(fail(EXIT_FAILED))?;

@@ -54,6 +54,24 @@ pub enum Deletion<'a> {
     },
 }
 
+/// Rows of one table that a deletion plan deleted or nullified before a unit.
+pub struct Dependents {
+    pub table: String,
+    pub rows: i64,
+}
+
+/// One foreign key that blocks a deletion.
+pub struct Blocker {
+    /// The constraint's name.
+    pub key: String,
+    /// The referencing table.
+    pub table: String,
+    /// How many of its rows reference what the deletion would remove.
+    pub rows: i64,
+    /// The setting (or migration) that would unblock it.
+    pub unblock: String,
+}
+
 /// Report lines kept for the alert; the rest is counted, not kept.
 pub const TRANSCRIPT_LINES: usize = 200;
 
@@ -206,25 +224,76 @@ impl Report {
         self.blank();
     }
 
-    /// One deletion, in the report and the journal.
-    pub fn deleted(&mut self, deletion: &Deletion) {
+    /// One deletion, in the report and the journal, with the rows of other tables the
+    /// deletion plan deleted or nullified first.
+    pub fn deleted(&mut self, deletion: &Deletion, dependents: &[Dependents]) {
         let verb = if self.dry_run {
             "WOULD DELETE"
         } else {
             "DELETED"
         };
         let text = describe(deletion, self.emails);
-        self.line(&format!("  [{verb}] {text}"));
+        let total: i64 = dependents.iter().map(|d| d.rows).sum();
+        let with = match total {
+            0 => String::new(),
+            1 => " and 1 dependent row".to_owned(),
+            n => format!(" and {n} dependent rows"),
+        };
+        self.line(&format!("  [{verb}] {text}{with}"));
         let (kind, role, user_id, profile_id, email) = fields(deletion, self.emails);
         let message = if self.dry_run {
-            format!("Would delete {text} (dry run)")
+            format!("Would delete {text}{with} (dry run)")
         } else {
-            format!("Deleted {text}")
+            format!("Deleted {text}{with}")
         };
-        log::info!(
+        if dependents.is_empty() {
+            log::info!(
+                deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
+                user_email = email, dry_run = self.dry_run;
+                "{message}"
+            );
+        } else {
+            let dependents = dependents
+                .iter()
+                .map(|d| format!("{}:{}", d.table, d.rows))
+                .collect::<Vec<_>>()
+                .join(",");
+            log::info!(
+                deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
+                user_email = email, dry_run = self.dry_run, dependents = dependents;
+                "{message}"
+            );
+        }
+    }
+
+    /// A deletion that foreign keys block: nothing of it was changed.
+    pub fn blocked(&mut self, deletion: &Deletion, blockers: &[Blocker]) {
+        let text = describe(deletion, self.emails);
+        let keys = blockers
+            .iter()
+            .map(|b| {
+                let rows = if b.rows == 1 { "row" } else { "rows" };
+                format!("{} ({}: {} {rows})", b.key, b.table, b.rows)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut unblock: Vec<&str> = blockers.iter().map(|b| b.unblock.as_str()).collect();
+        unblock.dedup();
+        let unblock = unblock.join(" and ");
+        // The dry run says BLOCKED too: its lines are the ones the run would write.
+        self.line(&format!(
+            "  [BLOCKED] {text}: {keys}; unblocked by {unblock}"
+        ));
+        let (kind, role, user_id, profile_id, email) = fields(deletion, self.emails);
+        let blocked_by = blockers
+            .iter()
+            .map(|b| format!("{}:{}", b.key, b.rows))
+            .collect::<Vec<_>>()
+            .join(",");
+        log::error!(
             deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
-            user_email = email, dry_run = self.dry_run;
-            "{message}"
+            user_email = email, dry_run = self.dry_run, blocked_by = blocked_by;
+            "Blocked {text}: {keys}; unblocked by {unblock}"
         );
     }
 
@@ -272,7 +341,7 @@ impl Report {
             accounts_deleted = summary.accounts, failed = summary.failed,
             dry_run = summary.dry_run, duration_ms = summary.duration.as_millis() as u64,
             longest_transaction_ms = summary.longest_transaction.as_millis() as u64,
-            held = summary.held;
+            held = summary.held, blocked = summary.blocked;
             "Run summary: {last}"
         );
     }

@@ -12,6 +12,8 @@ use postgres::Client;
 use postgres::types::Type;
 
 use crate::config::RoleTable;
+use crate::plan::catalog;
+use crate::plan::{Plan, Policy, Roots};
 use crate::sql::TableName;
 
 /// The type of `users.roles`, which decides how a role is removed from it.
@@ -45,6 +47,8 @@ pub struct ProfileTable {
     /// Whether `scheduled_deletion_at` holds naive time in `--role-timezone` (which differs
     /// from the session's zone), rather than in the session's zone or as `timestamptz`.
     pub naive_in_role_zone: bool,
+    /// What deleting one of its profiles reaches.
+    pub plan: Plan,
 }
 
 /// `account_deletion_requests`.
@@ -68,6 +72,8 @@ pub struct Schema {
     pub audit_exists: bool,
     /// Whether it has the `automated` column (created by us: yes).
     pub audit_has_automated: bool,
+    /// What deleting an account reaches.
+    pub accounts_plan: Plan,
 }
 
 pub const USERS: &str = "users";
@@ -137,6 +143,8 @@ pub struct Expect<'a> {
     pub need_write: bool,
     /// `--role-timezone` differs from the session's zone.
     pub role_zone: bool,
+    /// What to do with foreign keys that do not cascade.
+    pub keys: &'a Policy,
 }
 
 /// Reads the catalog.
@@ -146,15 +154,32 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
         roles_explicit,
         need_write,
         role_zone,
+        keys: policy,
     } = *expect;
     let users_table = load_table(client, USERS)?
         .context("table users not found (is this the Astegni database?)")?;
     let users = users_from(&users_table)?;
+    let keys = catalog::read(client)?;
+    let users_root = catalog::table_named(client, USERS)?.context("table users not found")?;
+    let requests_oid = catalog::table_named(client, REQUESTS)?.map(|table| table.oid);
+    let plan_for = |root: &catalog::Table| {
+        let roots = Roots {
+            root,
+            users_oid: users_root.oid,
+            requests_oid,
+        };
+        Plan::build(&keys, &roots, policy)
+    };
+    let accounts_plan = plan_for(&users_root)?;
     let mut profiles = Vec::new();
     let mut missing_profiles = Vec::new();
     for role in roles {
         match load_table(client, &role.table.quoted())? {
-            Some(table) => profiles.push(profile_from(role, &table, role_zone)?),
+            Some(table) => {
+                let root = catalog::table_named(client, &role.table.quoted())?
+                    .with_context(|| format!("table {} not found", role.table))?;
+                profiles.push(profile_from(role, &table, role_zone, plan_for(&root)?)?);
+            }
             None if roles_explicit => {
                 bail!(
                     "profile table {} for role {} not found",
@@ -186,6 +211,7 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
         requests,
         audit_exists,
         audit_has_automated,
+        accounts_plan,
     })
 }
 
@@ -255,7 +281,12 @@ fn roles_type(type_name: &str) -> anyhow::Result<RolesType> {
     })
 }
 
-fn profile_from(role: &RoleTable, table: &Table, role_zone: bool) -> anyhow::Result<ProfileTable> {
+fn profile_from(
+    role: &RoleTable,
+    table: &Table,
+    role_zone: bool,
+    plan: Plan,
+) -> anyhow::Result<ProfileTable> {
     let id_type = table.require_type("id", &ID_TYPES)?;
     table.require_type("user_id", &ID_TYPES)?;
     table.require_type("is_active", &["boolean"])?;
@@ -273,6 +304,7 @@ fn profile_from(role: &RoleTable, table: &Table, role_zone: bool) -> anyhow::Res
         id_type,
         schedule_type,
         naive_in_role_zone,
+        plan,
     })
 }
 

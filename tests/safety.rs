@@ -186,19 +186,26 @@ fn safety_cap_refuses_accounts_but_processes_roles() {
 }
 
 #[test]
-fn non_cascading_foreign_key_fails_one_user_only() {
-    foreign_key_fails_one_row_only("fk", "");
+fn non_cascading_foreign_key_blocks_one_user_only() {
+    foreign_key_blocks_one_row_only("fk", "");
 }
 
-/// A deferred constraint fails at COMMIT, after the DELETE returned its rows: the batch's
-/// deletions must not be reported, nor audited, until the commit succeeded.
 #[test]
-fn deferred_foreign_key_fails_at_commit_and_one_user_only() {
-    foreign_key_fails_one_row_only("fkdeferred", " DEFERRABLE INITIALLY DEFERRED");
+fn deferred_non_cascading_foreign_key_blocks_one_user_only() {
+    foreign_key_blocks_one_row_only("fkdeferred", " DEFERRABLE INITIALLY DEFERRED");
 }
 
-fn foreign_key_fails_one_row_only(name: &str, constraint_timing: &str) {
-    let astegni = Astegni::new(name);
+/// A user and a profile that a foreign key without a cascade references, next to a free
+/// user and a free profile.
+struct Referenced {
+    blocked: i64,
+    free: i64,
+    tutor_user: i64,
+    blocked_profile: i64,
+    free_profile: i64,
+}
+
+fn referenced_scene(astegni: &Astegni) -> Referenced {
     let blocked = astegni.user("blocked@example.com", Some(&["user"]), "user");
     astegni.leave(blocked, -1);
     let free = astegni.user("free@example.com", Some(&["user"]), "user");
@@ -207,24 +214,61 @@ fn foreign_key_fails_one_row_only(name: &str, constraint_timing: &str) {
     let blocked_profile = astegni.profile("tutor", tutor_user, Some(-1));
     let other_tutor = astegni.user("t2@example.com", Some(&["user", "tutor"]), "tutor");
     let free_profile = astegni.profile("tutor", other_tutor, Some(-1));
+    Referenced {
+        blocked,
+        free,
+        tutor_user,
+        blocked_profile,
+        free_profile,
+    }
+}
+
+/// Only the referenced user and profile stay, untouched; the others go.
+fn assert_only_referenced_stay(astegni: &Astegni, scene: &Referenced, stdout: &str) {
+    assert!(astegni.exists("users", scene.blocked));
+    assert!(!astegni.exists("users", scene.free));
+    assert!(astegni.exists("tutor_profiles", scene.blocked_profile));
+    assert!(!astegni.exists("tutor_profiles", scene.free_profile));
+    assert_eq!(
+        astegni.roles_of(scene.tutor_user),
+        Some(vec!["user".into(), "tutor".into()]),
+        "a role deletion that did not happen leaves the user's roles alone: {stdout}"
+    );
+    let audited: Vec<i64> = astegni.audit().iter().map(|row| row.1).collect();
+    assert_eq!(audited.len(), 2);
+    assert!(!audited.contains(&scene.blocked) && !audited.contains(&scene.tutor_user));
+}
+
+fn foreign_key_blocks_one_row_only(name: &str, constraint_timing: &str) {
+    let astegni = Astegni::new(name);
+    let scene = referenced_scene(&astegni);
     astegni.db.exec(&format!(
         "CREATE TABLE payments (id serial PRIMARY KEY, user_id integer
             CONSTRAINT payments_user_fk REFERENCES users(id){constraint_timing});
-         INSERT INTO payments (user_id) VALUES ({blocked});
+         INSERT INTO payments (user_id) VALUES ({});
          CREATE TABLE contracts (id serial PRIMARY KEY, tutor_profile_id integer
             CONSTRAINT contracts_tutor_fk REFERENCES tutor_profiles(id){constraint_timing});
-         INSERT INTO contracts (tutor_profile_id) VALUES ({blocked_profile});"
+         INSERT INTO contracts (tutor_profile_id) VALUES ({});",
+        scene.blocked, scene.blocked_profile
     ));
     let (code, stdout, stderr) = astegni.run(&[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(astegni.exists("users", blocked));
-    assert!(!astegni.exists("users", free));
-    assert!(astegni.exists("tutor_profiles", blocked_profile));
-    assert!(!astegni.exists("tutor_profiles", free_profile));
-    assert_eq!(
-        astegni.roles_of(tutor_user),
-        Some(vec!["user".into(), "tutor".into()]),
-        "a failed role deletion leaves the user's roles alone"
+    assert_only_referenced_stay(&astegni, &scene, &stdout);
+    assert!(
+        stdout.contains(&format!(
+            "[BLOCKED] account of user {} <blocked@example.com>: payments_user_fk \
+             (payments: 1 row); unblocked by --foreign-keys delete",
+            scene.blocked
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "[BLOCKED] role 'tutor' (profile {}) of user {} <t@example.com>: \
+             contracts_tutor_fk (contracts: 1 row)",
+            scene.blocked_profile, scene.tutor_user
+        )),
+        "{stdout}"
     );
     assert!(stderr.contains("payments_user_fk"), "{stderr}");
     assert!(stderr.contains("contracts_tutor_fk"), "{stderr}");
@@ -233,12 +277,48 @@ fn foreign_key_fails_one_row_only(name: &str, constraint_timing: &str) {
             .lines()
             .last()
             .unwrap_or_default()
+            .ends_with("COMPLETED: 1 roles and 1 accounts deleted, 2 blocked"),
+        "{stdout}"
+    );
+}
+
+/// A deferred constraint trigger fails at COMMIT, after the DELETE returned its rows: the
+/// batch's deletions must not be reported, nor audited, until the commit succeeded, and
+/// only the guilty rows fail.
+#[test]
+fn a_check_failing_at_commit_fails_one_user_only() {
+    let astegni = Astegni::new("commitcheck");
+    let scene = referenced_scene(&astegni);
+    astegni.db.exec(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF OLD.id = ANY (string_to_array(TG_ARGV[0], ',')::int[]) THEN
+                 RAISE EXCEPTION 'kept by policy' USING ERRCODE = '23514',
+                     CONSTRAINT = TG_NAME;
+             END IF;
+             RETURN OLD;
+         END $$;",
+    );
+    astegni.db.exec(&format!(
+        "CREATE CONSTRAINT TRIGGER users_kept AFTER DELETE ON users DEFERRABLE INITIALLY \
+         DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse('{}');
+         CREATE CONSTRAINT TRIGGER tutors_kept AFTER DELETE ON tutor_profiles DEFERRABLE \
+         INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse('{}');",
+        scene.blocked, scene.blocked_profile
+    ));
+    let (code, stdout, stderr) = astegni.run(&[]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert_only_referenced_stay(&astegni, &scene, &stdout);
+    assert!(stderr.contains("users_kept"), "{stderr}");
+    assert!(stderr.contains("tutors_kept"), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
             .ends_with("COMPLETED: 1 roles and 1 accounts deleted, 2 failed"),
         "{stdout}"
     );
-    let audited: Vec<i64> = astegni.audit().iter().map(|row| row.1).collect();
-    assert_eq!(audited.len(), 2);
-    assert!(!audited.contains(&blocked) && !audited.contains(&tutor_user));
 }
 
 #[test]

@@ -16,12 +16,13 @@ use std::time::Instant;
 use postgres::Client;
 use postgres::types::Type;
 
+use super::attempt::{self, Attempting, Units};
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
+use super::locks::{sorted_ids, wait_for_rows, wait_for_user};
 use super::record::Recorder;
-use super::statements::{self as sql, Selection};
-use crate::report::Deletion;
+use super::statements::{self as sql, OwnRequests, Selection};
+use crate::plan::{Plan, Treatment};
 use crate::schema::Schema;
 
 /// Accounts that are due: all but the held ones, or (for `approve`) the listed ones.
@@ -31,7 +32,7 @@ pub struct AccountWork<'a> {
     approved: Option<Vec<i64>>,
     due: String,
     still_due: String,
-    attempt: String,
+    attempt: Attempting<'a>,
 }
 
 impl<'a> AccountWork<'a> {
@@ -56,8 +57,26 @@ impl<'a> AccountWork<'a> {
             approved,
             due: sql::due_accounts(schema, selection),
             still_due: sql::still_due_accounts(schema),
-            attempt: sql::attempt_accounts(schema, audit, selection),
+            attempt: Attempting::new(
+                &schema.accounts_plan,
+                &sql::attempt_accounts(
+                    schema,
+                    audit,
+                    selection,
+                    own_requests(&schema.accounts_plan),
+                ),
+                false,
+            ),
         }
+    }
+}
+
+/// What the account's own statement does with the user's requests, as the plan says.
+fn own_requests(plan: &Plan) -> OwnRequests {
+    match plan.requests_edge.map(|e| plan.edges[e].treatment) {
+        Some(Treatment::Delete) => OwnRequests::Deleted,
+        Some(Treatment::Nullify) => OwnRequests::Nullified,
+        _ => OwnRequests::Completed,
     }
 }
 
@@ -83,11 +102,8 @@ impl Work for AccountWork<'_> {
         wanted: &[i64],
         recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error> {
-        let attempted = AttemptRows::run(client, &self.attempt, wanted, None, recorder)?;
-        for row in &attempted.deleted {
-            report_account(recorder, row);
-        }
-        Ok(attempted.busy)
+        let attempted = self.attempt.run(client, wanted, None, recorder)?;
+        Ok(attempt::report(recorder, Units::Account, attempted))
     }
 
     fn still_due(&self, client: &mut Client, wanted: &[i64]) -> Result<Vec<i64>, postgres::Error> {
@@ -108,13 +124,4 @@ impl Work for AccountWork<'_> {
         }
         wait_for_rows(client, sql::WAIT_FOR_PENDING_REQUESTS, &[&id], deadline)
     }
-}
-
-/// Reports a row of (user id, email) as an account deletion.
-pub(super) fn report_account(recorder: &mut Recorder, row: &postgres::Row) {
-    let email: Option<String> = row.get(1);
-    recorder.deleted(&Deletion::Account {
-        user_id: row.get(0),
-        email: email.as_deref(),
-    });
 }

@@ -49,7 +49,7 @@ impl AttemptRows {
         Ok(AttemptRows::split(rows?))
     }
 
-    fn split(rows: Vec<Row>) -> AttemptRows {
+    pub fn split(rows: Vec<Row>) -> AttemptRows {
         let (busy, deleted): (Vec<Row>, Vec<Row>) = rows
             .into_iter()
             .partition(|row| row.get::<_, bool>(row.len() - 1));

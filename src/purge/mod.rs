@@ -5,9 +5,11 @@
 //! attempt, `roles` and `accounts` are the two kinds of work, and `preview` is the dry run.
 
 mod accounts;
+mod attempt;
 mod cursor;
 mod drain;
 mod locks;
+mod planned;
 mod preview;
 mod record;
 mod roles;

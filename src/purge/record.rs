@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::report::{Deletion, Report};
+use crate::report::{Blocker, Deletion, Dependents, Report};
 use crate::summary::Summary;
 
 /// The report being written and the summary being counted.
@@ -22,9 +22,10 @@ impl<'r> Recorder<'r> {
         }
     }
 
-    /// A role or an account deleted (or, in a dry run, that would be).
-    pub fn deleted(&mut self, deletion: &Deletion) {
-        self.report.deleted(deletion);
+    /// A role or an account deleted (or, in a dry run, that would be), with the rows the
+    /// deletion plan deleted or nullified first.
+    pub fn deleted(&mut self, deletion: &Deletion, dependents: &[Dependents]) {
+        self.report.deleted(deletion, dependents);
         match deletion {
             Deletion::Role { .. } => self.summary.roles += 1,
             Deletion::Account { .. } => self.summary.accounts += 1,
@@ -35,6 +36,12 @@ impl<'r> Recorder<'r> {
     pub fn failed(&mut self, what: &str, error: &str) {
         self.report.failed(what, error);
         self.summary.failed += 1;
+    }
+
+    /// A deletion foreign keys block; nothing of it changed.
+    pub fn blocked(&mut self, deletion: &Deletion, blockers: &[Blocker]) {
+        self.report.blocked(deletion, blockers);
+        self.summary.blocked += 1;
     }
 
     /// A due account held for manual review by `--hold-where`.

@@ -5,7 +5,8 @@
 //! (or request) rows and their users, deletes the profiles still due, removes the role from
 //! `users.roles` (whatever its type), fixes `active_role`, writes the audit rows and, for
 //! requests, marks them completed. The profile, the user update and the audit row commit
-//! together or not at all.
+//! together or not at all. Under a deletion plan with work to do, the plan's own deletions
+//! come first, in the same transaction (see `planned`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,28 +14,30 @@ use std::time::Instant;
 use postgres::Client;
 use postgres::types::Type;
 
+use super::attempt::{self, Attempting, Units};
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{AttemptRows, sorted_ids, wait_for_rows, wait_for_user};
+use super::locks::{sorted_ids, wait_for_rows, wait_for_user};
+use super::planned::PlannedRows;
 use super::record::Recorder;
 use super::statements as sql;
-use crate::report::Deletion;
 use crate::schema::{ProfileTable, Schema};
 
 /// Profiles of one role table that are due by themselves.
 pub struct ProfileWork<'a> {
     profile: &'a ProfileTable,
     due: String,
-    attempt: String,
+    attempt: Attempting<'a>,
     still_due: String,
 }
 
 impl<'a> ProfileWork<'a> {
     pub fn new(schema: &'a Schema, profile: &'a ProfileTable, audit: bool) -> ProfileWork<'a> {
+        let attempt = sql::attempt_profiles(schema, profile, audit);
         ProfileWork {
             profile,
             due: sql::due_profiles(profile),
-            attempt: sql::attempt_profiles(schema, profile, audit),
+            attempt: Attempting::new(&profile.plan, &attempt, false),
             still_due: sql::still_due_profiles(profile),
         }
     }
@@ -63,7 +66,7 @@ impl Work for ProfileWork<'_> {
         recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error> {
         let role = &self.profile.role;
-        let attempted = AttemptRows::run(client, &self.attempt, wanted, Some(role), recorder)?;
+        let attempted = self.attempt.run(client, wanted, Some(role), recorder)?;
         Ok(report_roles(recorder, role, attempted))
     }
 
@@ -92,47 +95,44 @@ impl Work for ProfileWork<'_> {
     }
 }
 
-/// Reports a row of (profile id, user id, email) as a role deletion.
-pub(super) fn report_role(recorder: &mut Recorder, role: &str, row: &postgres::Row) {
-    let email: Option<String> = row.get(2);
-    recorder.deleted(&Deletion::Role {
-        role,
-        profile_id: row.get(0),
-        user_id: row.get(1),
-        email: email.as_deref(),
-    });
-}
-
-/// Reports the deletions of a role attempt; returns the ids it left for the sweep.
-fn report_roles(recorder: &mut Recorder, role: &str, attempted: AttemptRows) -> Vec<i64> {
-    for row in &attempted.deleted {
-        report_role(recorder, role, row);
-    }
-    attempted.busy
+/// Reports the outcomes of a role attempt; returns the ids it left for the sweep.
+fn report_roles(recorder: &mut Recorder, role: &str, attempted: PlannedRows) -> Vec<i64> {
+    attempt::report(recorder, Units::Role(role), attempted)
 }
 
 /// Pending requests that delete one role (`delete_user = FALSE`), for every role with a
 /// profile table.
-pub struct RoleRequestWork {
+pub struct RoleRequestWork<'a> {
     roles: Vec<String>,
-    /// Per role: the attempt statement of its profile table.
-    attempts: BTreeMap<String, String>,
+    /// Per role: the attempt statements of its profile table.
+    attempts: BTreeMap<String, Attempting<'a>>,
     wait_profiles: BTreeMap<String, String>,
 }
 
-impl RoleRequestWork {
-    pub fn new(schema: &Schema, audit: bool) -> RoleRequestWork {
-        let by_role = |build: &dyn Fn(&ProfileTable) -> String| {
-            schema
-                .profiles
-                .iter()
-                .map(|profile| (profile.role.clone(), build(profile)))
-                .collect()
-        };
+impl<'a> RoleRequestWork<'a> {
+    pub fn new(schema: &'a Schema, audit: bool) -> RoleRequestWork<'a> {
+        let attempts = schema
+            .profiles
+            .iter()
+            .map(|profile| {
+                let attempt = sql::attempt_requested_profiles(schema, profile, audit);
+                let attempting = Attempting::new(&profile.plan, &attempt, true);
+                (profile.role.clone(), attempting)
+            })
+            .collect();
         RoleRequestWork {
             roles: schema.profiles.iter().map(|p| p.role.clone()).collect(),
-            attempts: by_role(&|profile| sql::attempt_requested_profiles(schema, profile, audit)),
-            wait_profiles: by_role(&sql::wait_for_requested_profile),
+            attempts,
+            wait_profiles: schema
+                .profiles
+                .iter()
+                .map(|profile| {
+                    (
+                        profile.role.clone(),
+                        sql::wait_for_requested_profile(profile),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -160,7 +160,7 @@ impl RoleRequestWork {
     }
 }
 
-impl Work for RoleRequestWork {
+impl Work for RoleRequestWork<'_> {
     fn name(&self) -> String {
         "account_deletion_requests (role only)".to_owned()
     }
@@ -187,7 +187,7 @@ impl Work for RoleRequestWork {
     ) -> Result<Vec<i64>, postgres::Error> {
         let mut busy = Vec::new();
         for (role, attempt) in &self.attempts {
-            let attempted = AttemptRows::run(client, attempt, wanted, Some(role), recorder)?;
+            let attempted = attempt.run(client, wanted, Some(role), recorder)?;
             busy.extend(report_roles(recorder, role, attempted));
         }
         Ok(busy)
