@@ -517,3 +517,40 @@ fn draw(graph: &str) -> String {
     assert!(output.status.success(), "dot failed on:\n{graph}");
     String::from_utf8(output.stdout).expect("utf-8")
 }
+
+#[test]
+fn a_run_slowed_by_unindexed_keys_says_so_once() {
+    let astegni = Astegni::new("planslow");
+    astegni.db.exec(PRODUCTION);
+    for n in 0..2 {
+        let user = astegni.user(&format!("slow{n}@example.com"), Some(&["user"]), "user");
+        astegni.leave(user, -1);
+        astegni.db.exec(&format!(
+            "INSERT INTO refresh_tokens (user_id, token) VALUES ({user}, 't')"
+        ));
+    }
+    // A deletion that takes its time, as one that scans a large table per deleted row does.
+    astegni.db.exec(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.6); RETURN OLD; END $$;
+         CREATE TRIGGER users_slow BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION slow();",
+    );
+    let (code, stdout, stderr) = astegni.run(&["--foreign-keys", "delete"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("have no index"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(
+        warnings[0].contains("[WARNING] 11 foreign keys on the deletion path have no index")
+            && warnings[0].contains("astegni-delete-expired check"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = astegni.run(&["--foreign-keys", "delete"]);
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains("have no index"),
+        "nothing deleted, no warning: {stdout}"
+    );
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use postgres::Client;
 
+use crate::plan::Plan;
 use crate::report::Report;
 use crate::schema::Schema;
 use crate::summary::{Ending, Summary};
@@ -83,7 +84,7 @@ fn run_phases(
         transaction.rollback().context("cannot end the dry run")?;
         ending
     } else {
-        phases(client, schema, options, recorder, &mut Live)
+        phases(client, schema, options, recorder, &mut Live::default())
     }
 }
 
@@ -103,6 +104,8 @@ trait Mode<C> {
         options: &Options,
         recorder: &mut Recorder,
     ) -> anyhow::Result<()>;
+    /// After both phases.
+    fn finish(&mut self, _recorder: &mut Recorder) {}
 }
 
 fn phases<C: postgres::GenericClient, M: Mode<C>>(
@@ -135,6 +138,7 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
         }
     };
     report_held(client, schema, options, recorder)?;
+    mode.finish(recorder);
     Ok(ending)
 }
 
@@ -258,7 +262,31 @@ fn refuse_over_cap(recorder: &mut Recorder, due: i64, limit: u64) {
     log::error!(max_accounts = limit, accounts_due = due; "{text}");
 }
 
-struct Live;
+/// A real run; it notes how long it spent deleting under plans with unindexed keys.
+#[derive(Default)]
+struct Live {
+    unindexed: Unindexed,
+}
+
+impl Live {
+    fn drain(
+        &mut self,
+        client: &mut Client,
+        work: &dyn drain::Work,
+        plans: &[&Plan],
+        recorder: &mut Recorder,
+        options: &Options,
+    ) -> anyhow::Result<()> {
+        let (started, before) = (Instant::now(), recorder.summary.deleted());
+        drain(client, work, recorder, options.lock_timeout)?;
+        if recorder.summary.deleted() > before {
+            for plan in plans {
+                self.unindexed.note(plan, started.elapsed());
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Mode<Client> for Live {
     fn roles(
@@ -270,7 +298,7 @@ impl Mode<Client> for Live {
     ) -> anyhow::Result<()> {
         for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
             let work = ProfileWork::new(schema, profile, options.audit);
-            drain(client, &work, recorder, options.lock_timeout)?;
+            self.drain(client, &work, &[&profile.plan], recorder, options)?;
         }
         if schema
             .requests
@@ -279,7 +307,8 @@ impl Mode<Client> for Live {
         {
             let work = RoleRequestWork::new(schema, options.audit);
             work.report_unknown_roles(client, recorder)?;
-            drain(client, &work, recorder, options.lock_timeout)?;
+            let plans: Vec<&Plan> = schema.profiles.iter().map(|p| &p.plan).collect();
+            self.drain(client, &work, &plans, recorder, options)?;
         }
         Ok(())
     }
@@ -292,7 +321,58 @@ impl Mode<Client> for Live {
         recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
         let work = AccountWork::automatic(schema, options.audit, options.hold.as_deref());
-        drain(client, &work, recorder, options.lock_timeout)
+        self.drain(client, &work, &[&schema.accounts_plan], recorder, options)
+    }
+
+    fn finish(&mut self, recorder: &mut Recorder) {
+        self.unindexed.warn(recorder);
+    }
+}
+
+/// A run that spends this long deleting under a plan with unindexed keys is worth a warning;
+/// one that is done sooner is not slowed down enough to matter.
+const SLOW: Duration = Duration::from_secs(1);
+
+/// The keys without an index on the paths of the plans under which a run deleted something,
+/// and the time it spent doing so.
+#[derive(Default)]
+struct Unindexed {
+    spent: Duration,
+    /// (referencing table and columns, its estimated rows).
+    keys: Vec<(String, i64)>,
+}
+
+impl Unindexed {
+    fn note(&mut self, plan: &Plan, spent: Duration) {
+        let mut any = false;
+        for edge in plan.edges.iter().filter(|edge| !edge.key.indexed) {
+            any = true;
+            let name = edge.key.describe_columns();
+            if !self.keys.iter().any(|(known, _)| *known == name) {
+                self.keys.push((name, edge.key.child_rows));
+            }
+        }
+        if any {
+            self.spent += spent;
+        }
+    }
+
+    /// Warns, once, when the run was slow and unindexed keys are a reason.
+    fn warn(&self, recorder: &mut Recorder) {
+        if self.spent < SLOW {
+            return;
+        }
+        let Some((largest, rows)) = self.keys.iter().max_by_key(|(_, rows)| *rows) else {
+            return;
+        };
+        recorder.report.warning(&format!(
+            "{} foreign keys on the deletion path have no index (the largest: {largest}, {rows} \
+             rows), and deleting took {} s: every deleted row costs a scan of each of their \
+             tables; `astegni-delete-expired check` lists them with the CREATE INDEX that fixes \
+             each",
+            self.keys.len(),
+            self.spent.as_secs()
+        ));
     }
 }
 
