@@ -13,7 +13,7 @@ use postgres::types::Type;
 
 use crate::config::RoleTable;
 use crate::plan::catalog;
-use crate::plan::{Plan, Policy, Roots};
+use crate::plan::{Plan, Policy, Roots, Treatment};
 use crate::sql::TableName;
 
 /// The type of `users.roles`, which decides how a role is removed from it.
@@ -202,7 +202,7 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
         None => (false, true),
     };
     if need_write {
-        check_privileges(client, &profiles, requests.is_some())?;
+        check_privileges(client, &profiles, requests.is_some(), &accounts_plan)?;
     }
     Ok(Schema {
         users,
@@ -338,6 +338,7 @@ fn check_privileges(
     client: &mut Client,
     profiles: &[ProfileTable],
     has_requests: bool,
+    accounts_plan: &Plan,
 ) -> anyhow::Result<()> {
     let mut needs: Vec<(String, &str)> = vec![(USERS.to_owned(), "SELECT, UPDATE, DELETE")];
     needs.extend(
@@ -347,6 +348,10 @@ fn check_privileges(
     );
     if has_requests {
         needs.push((REQUESTS.to_owned(), "SELECT, UPDATE"));
+    }
+    let plans = std::iter::once(accounts_plan).chain(profiles.iter().map(|p| &p.plan));
+    for plan in plans {
+        needs.extend(plan_privileges(plan));
     }
     // has_table_privilege() with a list is true if *any* is held: ask one at a time, all in
     // one statement.
@@ -371,6 +376,32 @@ fn check_privileges(
         );
     }
     Ok(())
+}
+
+/// What a plan's statements need: to read the tables on the path whose rows it looks at,
+/// and to delete or update those it changes first.
+fn plan_privileges(plan: &Plan) -> Vec<(String, &'static str)> {
+    if plan.is_plain() {
+        return Vec::new();
+    }
+    let mut needs: Vec<(String, &str)> = plan
+        .components
+        .iter()
+        .flatten()
+        .map(|&table| (plan.tables[table].quoted(), "SELECT"))
+        .collect();
+    for (_, edge) in plan.acting_edges() {
+        needs.push((plan.tables[edge.child].quoted(), "SELECT"));
+        if edge.treatment == Treatment::Nullify {
+            needs.push((plan.tables[edge.child].quoted(), "UPDATE"));
+        }
+    }
+    for table in plan.deleted_first() {
+        needs.push((plan.tables[table].quoted(), "DELETE"));
+    }
+    needs.sort();
+    needs.dedup();
+    needs
 }
 
 /// Creates `deletion_audit_log` with the setup guide's DDL. Two runs starting at once could

@@ -554,3 +554,35 @@ fn a_run_slowed_by_unindexed_keys_says_so_once() {
         "nothing deleted, no warning: {stdout}"
     );
 }
+
+#[test]
+fn a_missing_privilege_on_a_dependent_table_is_a_configuration_error() {
+    let (astegni, _) = production("planprivilege");
+    let role = common::TestRole::create("planprivilege", "secret");
+    astegni.db.exec(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{0}\";
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO \"{0}\";
+         GRANT CREATE ON SCHEMA public TO \"{0}\";
+         REVOKE DELETE ON refresh_tokens FROM \"{0}\";",
+        role.name
+    ));
+    let before = content(&astegni);
+    let url = common::tcp_conninfo(&role.name, "secret", &astegni.db.name).expect("tcp");
+    let (code, stdout, stderr) = common::run_job(
+        &[
+            "--database-url",
+            &url,
+            "--foreign-keys",
+            "delete",
+            "--connect-timeout",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("lacks the DELETE privilege on table public.refresh_tokens"),
+        "{stderr}"
+    );
+    assert_eq!(content(&astegni), before);
+}
