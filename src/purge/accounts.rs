@@ -89,6 +89,10 @@ impl Work for AccountWork<'_> {
         format!("account of user {id}")
     }
 
+    fn first_batch(&self) -> usize {
+        self.attempt.first_batch()
+    }
+
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
         match &self.approved {
             Some(users) => DueIds::declare(client, &self.due, &[(users, Type::INT8_ARRAY)]),

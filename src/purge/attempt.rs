@@ -4,6 +4,7 @@
 
 use postgres::{Client, Row};
 
+use super::drain::{FIRST_BATCH, FIRST_PLANNED_BATCH};
 use super::locks::AttemptRows;
 use super::planned::{Planned, PlannedRows};
 use super::record::Recorder;
@@ -24,6 +25,14 @@ impl<'p> Attempting<'p> {
             Attempting::Plain(attempt.statement())
         } else {
             Attempting::Planned(Planned::new(plan, attempt, by_request))
+        }
+    }
+
+    /// The size of the first batch: smaller under a plan with work to do.
+    pub fn first_batch(&self) -> usize {
+        match self {
+            Attempting::Plain(_) => FIRST_BATCH,
+            Attempting::Planned(_) => FIRST_PLANNED_BATCH,
         }
     }
 

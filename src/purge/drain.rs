@@ -47,6 +47,10 @@ pub trait Work {
         ids: &[i64],
         recorder: &mut Recorder,
     ) -> Result<Vec<i64>, postgres::Error>;
+    /// The size of the first batch.
+    fn first_batch(&self) -> usize {
+        FIRST_BATCH
+    }
     /// Of `ids`, those still due.
     fn still_due(&self, client: &mut Client, ids: &[i64]) -> Result<Vec<i64>, postgres::Error>;
     /// Waits until the rows `id` depends on are not locked, until `deadline` at most (None:
@@ -70,7 +74,11 @@ pub const MAX_BATCH: usize = 5000;
 /// Small, and per kind of work: a size learnt on cheap rows (profiles without children)
 /// carried over to expensive ones (accounts with their cascades) would keep the next work's
 /// first transaction far past the target; the sizer grows quickly from here.
-const FIRST_BATCH: usize = 100;
+pub const FIRST_BATCH: usize = 100;
+/// The first batch of work under a deletion plan with work to do: each unit then costs a
+/// lookup in every table on its path (a scan where a key has no index), many times what a
+/// plain deletion costs, so the sizer starts lower and grows from what it measures.
+pub const FIRST_PLANNED_BATCH: usize = 10;
 /// How much bigger one batch may be than the one before. Growth never aims past the target
 /// (the size is the target over the time per row just measured), so this only limits how far
 /// one small, unusually cheap batch can mislead; a lower cap makes every kind of work pay
@@ -83,9 +91,9 @@ const MAX_GROWTH: f64 = 4.0;
 pub const TARGET_TRANSACTION: Duration = Duration::from_millis(60);
 
 impl BatchSizer {
-    pub fn new(target: Duration) -> BatchSizer {
+    pub fn new(target: Duration, first: usize) -> BatchSizer {
         BatchSizer {
-            size: FIRST_BATCH,
+            size: first,
             target,
         }
     }
@@ -129,7 +137,7 @@ pub fn drain(
     recorder: &mut Recorder,
     lock_timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut sizer = BatchSizer::new(TARGET_TRANSACTION);
+    let mut sizer = BatchSizer::new(TARGET_TRANSACTION, work.first_batch());
     let mut busy = Vec::new();
     let mut busy_overflow = 0usize;
     let cannot_read = |error| fatal(work, "cannot read what is due in", &error);
@@ -418,7 +426,7 @@ mod tests {
 
     #[test]
     fn batches_grow_slowly_and_shrink_at_once() {
-        let mut sizer = BatchSizer::new(Duration::from_millis(100));
+        let mut sizer = BatchSizer::new(Duration::from_millis(100), FIRST_BATCH);
         assert_eq!(sizer.size(), FIRST_BATCH);
         sizer.record(100, Duration::from_millis(1));
         assert_eq!(sizer.size(), 400, "grows at most 4x");

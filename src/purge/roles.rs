@@ -55,6 +55,10 @@ impl Work for ProfileWork<'_> {
         )
     }
 
+    fn first_batch(&self) -> usize {
+        self.attempt.first_batch()
+    }
+
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
         DueIds::declare(client, &self.due, &[])
     }
@@ -167,6 +171,14 @@ impl Work for RoleRequestWork<'_> {
 
     fn describe(&self, id: i64) -> String {
         format!("role requested by account_deletion_requests {id}")
+    }
+
+    fn first_batch(&self) -> usize {
+        self.attempts
+            .values()
+            .map(Attempting::first_batch)
+            .min()
+            .unwrap_or(super::drain::FIRST_BATCH)
     }
 
     fn declare_due(&self, client: &mut Client) -> Result<DueIds, postgres::Error> {
