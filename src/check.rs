@@ -16,6 +16,7 @@ use postgres::types::ToSql;
 use crate::due::{self, When};
 use crate::plan::catalog::{ForeignKey, OnDelete};
 use crate::plan::{Blocks, Edge, Plan, Treatment, render};
+use crate::purge::advertiser::Advertiser;
 use crate::purge::statements as sql;
 use crate::schema::{ProfileTable, Schema};
 
@@ -23,23 +24,88 @@ use crate::schema::{ProfileTable, Schema};
 pub fn run(
     client: &mut postgres::Client,
     schema: &Schema,
+    advertiser: Option<&mut Advertiser>,
     hold: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut transaction = crate::db::read_only(client)?;
-    let lines = collect(&mut transaction, schema, hold)?;
+    let mut lines = collect(&mut transaction, schema, hold)?;
+    let intents = intents(&mut transaction, schema)?;
     transaction.rollback().context("cannot end the check")?;
+    let unreachable = match advertiser {
+        None => None,
+        Some(Advertiser::Unreachable(error)) => {
+            lines.push(format!("advertiser database: {error}"));
+            Some(error.clone())
+        }
+        Some(Advertiser::Ready { client, profile }) => {
+            let mut transaction = crate::db::read_only(client)?;
+            lines.extend(advertiser_lines(&mut transaction, profile)?);
+            transaction.rollback().context("cannot end the check")?;
+            None
+        }
+    };
+    lines.extend(intents);
+    if let Some((table, exists)) = &schema.unused_advertiser {
+        lines.push(format!(
+            "{} (role advertiser) in the user database: {}, not used: the advertiser role is \
+             in the advertiser database",
+            table.table,
+            if *exists { "present" } else { "absent" }
+        ));
+    }
     for line in lines {
         writeln!(out, "{line}").context("cannot write the check")?;
     }
-    Ok(())
+    match unreachable {
+        Some(error) => anyhow::bail!("{error}"),
+        None => Ok(()),
+    }
 }
 
-fn collect(
+/// The advertiser database: the server, its profile table, and its deletion plan.
+fn advertiser_lines(
     client: &mut impl GenericClient,
-    schema: &Schema,
-    hold: Option<&str>,
+    profile: &ProfileTable,
 ) -> anyhow::Result<Vec<String>> {
+    let mut lines = vec![format!("advertiser database: {}", server_line(client)?)];
+    lines.extend(profile_lines(client, profile)?.into_iter().map(|line| {
+        line.replacen(
+            " (role advertiser)",
+            " (role advertiser, advertiser database)",
+            1,
+        )
+    }));
+    let units = format!("SELECT id FROM ({}) due", sql::due_profiles(profile));
+    let title = format!("role advertiser ({}, advertiser database)", profile.table);
+    lines.extend(plan_lines(client, &title, &profile.plan, &units, &[])?);
+    Ok(lines)
+}
+
+/// The advertiser deletions in progress, when there is an advertiser database.
+fn intents(client: &mut impl GenericClient, schema: &Schema) -> anyhow::Result<Vec<String>> {
+    if schema.unused_advertiser.is_none() {
+        return Ok(Vec::new());
+    }
+    if !schema.intents_exist {
+        return Ok(vec![format!(
+            "{}: not found; the first real run creates it",
+            crate::schema::INTENTS
+        )]);
+    }
+    let in_progress = count(
+        client,
+        &format!("SELECT count(*) FROM {}", crate::schema::INTENTS),
+    )?;
+    Ok(vec![format!(
+        "{}: {in_progress} advertiser deletions in progress (an interrupted run's; the next \
+         run completes them)",
+        crate::schema::INTENTS
+    )])
+}
+
+/// The server, database, user, time zone and time of a connection.
+fn server_line(client: &mut impl GenericClient) -> anyhow::Result<String> {
     let server = client
         .query_one(
             "SELECT current_setting('server_version'), current_database()::text, \
@@ -47,14 +113,22 @@ fn collect(
             &[],
         )
         .context("cannot read the server settings")?;
-    let mut lines = vec![format!(
+    Ok(format!(
         "connected: PostgreSQL {}, database {}, user {}, time zone {}, now {}",
         server.get::<_, String>(0),
         server.get::<_, String>(1),
         server.get::<_, String>(2),
         server.get::<_, String>(3),
         server.get::<_, String>(4),
-    )];
+    ))
+}
+
+fn collect(
+    client: &mut impl GenericClient,
+    schema: &Schema,
+    hold: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = vec![server_line(client)?];
     lines.extend(users(client, schema, hold)?);
     for profile in &schema.profiles {
         lines.extend(profile_lines(client, profile)?);
@@ -211,10 +285,20 @@ fn unindexed(schema: &Schema) -> Vec<String> {
     lines
 }
 
-/// `check --graph`: the deletion plans in Graphviz DOT.
-pub fn graph(schema: &Schema, out: &mut dyn Write) -> anyhow::Result<()> {
+/// `check --graph`: the deletion plans in Graphviz DOT, the advertiser database's too.
+pub fn graph(
+    schema: &Schema,
+    advertiser: Option<&Advertiser>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let advertiser_plan = match advertiser {
+        Some(Advertiser::Ready { profile, .. }) => Some(&profile.plan),
+        Some(Advertiser::Unreachable(error)) => anyhow::bail!("{error}"),
+        None => None,
+    };
     let plans = std::iter::once(&schema.accounts_plan)
-        .chain(schema.profiles.iter().map(|profile| &profile.plan));
+        .chain(schema.profiles.iter().map(|profile| &profile.plan))
+        .chain(advertiser_plan);
     let dot = crate::plan::dot::render(plans);
     out.write_all(dot.as_bytes())
         .context("cannot write the graph")

@@ -125,12 +125,17 @@ pub struct Settings {
     pub command: Command,
     /// Required by every command but `notify-failure`.
     pub database_url: Option<String>,
+    /// The advertiser database, where the advertiser role's profiles live since the split.
+    pub advertiser_database_url: Option<String>,
     pub timezone: Option<String>,
     /// The zone of the profile tables' naive `scheduled_deletion_at`; None: as `timezone`.
     pub role_timezone: Option<String>,
     pub roles: Vec<RoleTable>,
     /// Whether `roles` was given explicitly (then a missing table is an error).
     pub roles_explicit: bool,
+    /// The advertiser role's table in the advertiser database: as `roles` names it, else
+    /// `advertiser_profiles`.
+    pub advertiser_role: RoleTable,
     pub dry_run: bool,
     pub audit: bool,
     /// 0 means no limit.
@@ -169,6 +174,7 @@ const DEFAULT_PENDING_DAYS: u64 = 7;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     DatabaseUrl,
+    AdvertiserDatabaseUrl,
     EnvFile,
     Timezone,
     RoleTimezone,
@@ -217,6 +223,14 @@ pub const SETTINGS: &[Spec] = &[
         env: Some("DATABASE_URL"),
         default: None,
         help: "postgresql:// URL or key=value conninfo; sslmode and sslrootcert are honoured",
+    },
+    Spec {
+        key: Key::AdvertiserDatabaseUrl,
+        flag: "advertiser-database-url",
+        value: Some("URL"),
+        env: Some("ADVERTISER_DATABASE_URL"),
+        default: None,
+        help: "the advertiser database, where the advertiser role's profiles are deleted",
     },
     Spec {
         key: Key::EnvFile,
@@ -490,6 +504,7 @@ struct LowArgs {
     command: Option<String>,
     operands: Vec<String>,
     database_url: Option<Given>,
+    advertiser_database_url: Option<Given>,
     env_file: Option<Given>,
     timezone: Option<Given>,
     role_timezone: Option<Given>,
@@ -526,6 +541,7 @@ impl LowArgs {
         use Slot::{Many, One};
         match key {
             Key::DatabaseUrl => One(&mut self.database_url),
+            Key::AdvertiserDatabaseUrl => One(&mut self.advertiser_database_url),
             Key::EnvFile => One(&mut self.env_file),
             Key::Timezone => One(&mut self.timezone),
             Key::RoleTimezone => One(&mut self.role_timezone),
@@ -621,6 +637,11 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
                 return Ok(None);
             }
             Long("database-url") => once(&mut low.database_url, "database-url", &mut parser)?,
+            Long("advertiser-database-url") => once(
+                &mut low.advertiser_database_url,
+                "advertiser-database-url",
+                &mut parser,
+            )?,
             Long("env-file") => once(&mut low.env_file, "env-file", &mut parser)?,
             Long("timezone") => once(&mut low.timezone, "timezone", &mut parser)?,
             Long("role-timezone") => once(&mut low.role_timezone, "role-timezone", &mut parser)?,
@@ -768,7 +789,12 @@ impl Settings {
             );
         }
         let (roles, roles_explicit) = roles(&low.roles)?;
+        let advertiser_role = match roles.iter().find(|role| role.role == "advertiser") {
+            Some(role) => role.clone(),
+            None => role_table("advertiser=advertiser_profiles")?,
+        };
         Ok(Settings {
+            advertiser_role,
             command,
             dry_run: switch_or_false(&low.dry_run)?,
             audit: !switch_or_false(&low.no_audit)?,
@@ -788,6 +814,7 @@ impl Settings {
             roles,
             roles_explicit,
             database_url: text(low.database_url),
+            advertiser_database_url: text(low.advertiser_database_url),
             timezone: text(low.timezone),
             role_timezone: text(low.role_timezone),
             report_file: text(low.report_file).map(PathBuf::from),

@@ -37,8 +37,10 @@ pub struct Session<'a> {
     pub statement_timeout: Duration,
 }
 
-/// Connects to `target`, retrying healable failures until `timeout` has passed.
-pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectError> {
+/// Connects to `target`, retrying healable failures until `timeout` has passed. `which`
+/// names the database in messages when there are two ("the advertiser database at "), and
+/// is empty for the user database.
+pub fn connect(target: &Target, which: &str, timeout: Duration) -> Result<Client, ConnectError> {
     let tls = Tls::new(target).map_err(ConnectError::Refused)?;
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(250);
@@ -57,7 +59,7 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Client, ConnectErro
                 true,
             ),
         };
-        let description = format!("cannot connect to {}: {reason}", target.describe());
+        let description = format!("cannot connect to {which}{}: {reason}", target.describe());
         if !healable {
             return Err(ConnectError::Refused(anyhow!(description)));
         }

@@ -28,6 +28,7 @@ mod webhook;
 use std::process::ExitCode;
 
 use config::{Command, Parsed, Settings};
+use purge::advertiser::Advertiser;
 use report::{FAILURE_MESSAGE_ID, Report};
 use summary::{Ending, Summary};
 
@@ -162,7 +163,7 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
     let url = settings.database_url.as_deref().unwrap_or_default();
     let target = conninfo::parse(url).map_err(fail(EXIT_CONFIG))?;
     let mut client =
-        db::connect(&target, settings.connect_timeout).map_err(|error| match error {
+        db::connect(&target, "", settings.connect_timeout).map_err(|error| match error {
             db::ConnectError::Unreachable(error) => Failure {
                 code: EXIT_UNREACHABLE,
                 error,
@@ -191,43 +192,106 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
         need_write: writes,
         role_zone: role_timezone.is_some(),
         keys: &settings.keys,
+        advertiser_elsewhere: settings.advertiser_database_url.is_some(),
     };
     let schema = schema::detect(&mut client, &expect).map_err(setup_failure)?;
+    let mut advertiser = match &settings.advertiser_database_url {
+        Some(url) if !matches!(settings.command, Command::Approve(_)) => {
+            Some(connect_advertiser(url, settings, &session, &expect)?)
+        }
+        _ => None,
+    };
     if let Some(hold) = &settings.hold_where {
         schema::check_hold_rule(&mut client, hold).map_err(setup_failure)?;
     }
     if writes && settings.audit {
         prepare_audit(&mut client, &schema, &settings.command)?;
     }
+    if writes && advertiser.is_some() && !schema.intents_exist {
+        schema::create_intents_table(&mut client).map_err(setup_failure)?;
+    }
     match &settings.command {
         Command::Check { graph: true } => {
-            check::graph(&schema, &mut std::io::stdout().lock()).map_err(fail(EXIT_FAILED))?;
+            check::graph(&schema, advertiser.as_ref(), &mut std::io::stdout().lock())
+                .map_err(fail(EXIT_FAILED))?;
             Ok(Done::Listed)
         }
         Command::Check { graph: false } => {
             let hold = settings.hold_where.as_deref();
-            check::run(&mut client, &schema, hold, &mut std::io::stdout().lock())
-                .map_err(fail(EXIT_FAILED))?;
-            Ok(Done::Listed)
-        }
-        Command::Pending { days, json } => {
-            let out = &mut std::io::stdout().lock();
-            let hold = settings.hold_where.as_deref();
-            pending::run(
+            check::run(
                 &mut client,
                 &schema,
+                advertiser.as_mut(),
                 hold,
-                *days,
-                *json,
-                settings.log_emails,
-                out,
+                &mut std::io::stdout().lock(),
             )
             .map_err(fail(EXIT_FAILED))?;
             Ok(Done::Listed)
         }
-        Command::Run | Command::Approve(_) => Ok(purge_and_report(&mut client, &schema, settings)),
+        Command::Pending { days, json } => {
+            let out = &mut std::io::stdout().lock();
+            let listing = pending::Listing {
+                hold: settings.hold_where.as_deref(),
+                days: *days,
+                json: *json,
+                emails: settings.log_emails,
+            };
+            pending::run(&mut client, &schema, advertiser.as_mut(), &listing, out)
+                .map_err(fail(EXIT_FAILED))?;
+            Ok(Done::Listed)
+        }
+        Command::Run | Command::Approve(_) => Ok(purge_and_report(
+            &mut client,
+            &schema,
+            advertiser.as_mut(),
+            settings,
+        )),
         Command::NotifyFailure => Ok(Done::Listed),
     }
+}
+
+/// Connects to the advertiser database and reads its schema. A URL it cannot use, a
+/// server that refuses it, or a schema that does not fit, is a configuration error (exit 2,
+/// before anything changed); a server that cannot be reached fails only the advertiser part
+/// of the run (exit 1), and the rest runs.
+fn connect_advertiser(
+    url: &str,
+    settings: &Settings,
+    session: &db::Session,
+    expect: &schema::Expect,
+) -> Result<Advertiser, Failure> {
+    let in_advertiser_db = |error: anyhow::Error| error.context("the advertiser database");
+    let target = conninfo::parse(url)
+        .map_err(|error| in_advertiser_db(error.context("invalid ADVERTISER_DATABASE_URL")))
+        .map_err(fail(EXIT_CONFIG))?;
+    let mut client = match db::connect(
+        &target,
+        "the advertiser database at ",
+        settings.connect_timeout,
+    ) {
+        Ok(client) => client,
+        Err(db::ConnectError::Unreachable(error)) => {
+            let error = format!("{:#}", in_advertiser_db(error));
+            log::error!(database = "advertiser"; "{error}");
+            return Ok(Advertiser::Unreachable(error));
+        }
+        Err(db::ConnectError::Refused(error)) => {
+            return Err(Failure {
+                code: EXIT_CONFIG,
+                error: in_advertiser_db(error),
+            });
+        }
+    };
+    db::configure_session(&mut client, session)
+        .map_err(in_advertiser_db)
+        .map_err(setup_failure)?;
+    let advertiser = schema::detect_advertiser(&mut client, &settings.advertiser_role, expect)
+        .map_err(in_advertiser_db)
+        .map_err(setup_failure)?;
+    Ok(Advertiser::Ready {
+        client: Box::new(client),
+        profile: Box::new(advertiser.profile),
+    })
 }
 
 /// Creates the audit table if missing, and makes sure `approve` can mark its rows.
@@ -253,6 +317,7 @@ fn prepare_audit(
 fn purge_and_report(
     client: &mut postgres::Client,
     schema: &schema::Schema,
+    advertiser: Option<&mut Advertiser>,
     settings: &Settings,
 ) -> Done {
     let options = purge::Options {
@@ -269,7 +334,7 @@ fn purge_and_report(
     );
     let summary = match &settings.command {
         Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report),
-        _ => purge::run(client, schema, &options, &mut report),
+        _ => purge::run(client, schema, &options, advertiser, &mut report),
     };
     report.finish(&summary);
     Done::Purged {

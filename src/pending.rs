@@ -12,9 +12,14 @@ use anyhow::Context;
 use postgres::Row;
 
 use crate::config::EmailPolicy;
+use std::collections::BTreeMap;
+
 use crate::due::{self, When};
 use crate::json;
+use crate::purge::advertiser::Advertiser;
+use crate::purge::statements;
 use crate::report::show_email;
+use crate::schema::ProfileTable;
 use crate::schema::Schema;
 
 /// One upcoming deletion.
@@ -46,16 +51,30 @@ impl Upcoming {
     }
 }
 
-/// Writes the deletions due within `days` days to `out`.
+/// What to list, and how.
+pub struct Listing<'a> {
+    /// `--hold-where`: held accounts are flagged.
+    pub hold: Option<&'a str>,
+    /// How many days ahead.
+    pub days: u32,
+    pub json: bool,
+    pub emails: EmailPolicy,
+}
+
+/// Writes the deletions due within `listing.days` days to `out`.
 pub fn run(
     client: &mut postgres::Client,
     schema: &Schema,
-    hold: Option<&str>,
-    days: u32,
-    json_output: bool,
-    emails: EmailPolicy,
+    advertiser: Option<&mut Advertiser>,
+    listing: &Listing,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let Listing {
+        hold,
+        days,
+        json: json_output,
+        emails,
+    } = *listing;
     let mut transaction = crate::db::read_only(client)?;
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let roles: Vec<&str> = schema.profiles.iter().map(|p| p.role.as_str()).collect();
@@ -66,8 +85,19 @@ pub fn run(
         .query_one("SELECT current_setting('TimeZone')", &[])
         .context("cannot read the time zone")?
         .get(0);
+    let mut upcoming: Vec<Upcoming> = rows.iter().map(Upcoming::from_row).collect();
+    if let Some(advertiser) = advertiser {
+        upcoming.extend(advertisers(&mut transaction, schema, advertiser, days)?);
+        upcoming.sort_by(|a, b| {
+            (&a.due_utc, &a.kind, a.user_id, a.profile_id).cmp(&(
+                &b.due_utc,
+                &b.kind,
+                b.user_id,
+                b.profile_id,
+            ))
+        });
+    }
     transaction.rollback().context("cannot end the listing")?;
-    let upcoming: Vec<Upcoming> = rows.iter().map(Upcoming::from_row).collect();
     let text = if json_output {
         as_json(&upcoming, emails)
     } else {
@@ -149,6 +179,55 @@ fn accounts(schema: &Schema, hold: Option<&str>, email: &str) -> String {
          FROM (SELECT u.id::bigint AS id, {email} AS email, \
          least({by_status}, {by_request}) AS due, {held} AS held FROM users u) a \
          WHERE a.due <= now() + make_interval(days => $1)"
+    )
+}
+
+/// The advertiser profiles due within `days` days, from the advertiser database, with their
+/// users' emails from the user database (`users`).
+fn advertisers(
+    users: &mut postgres::Transaction,
+    schema: &Schema,
+    advertiser: &mut Advertiser,
+    days: i32,
+) -> anyhow::Result<Vec<Upcoming>> {
+    let (client, profile) = match advertiser {
+        Advertiser::Ready { client, profile } => (client, profile),
+        Advertiser::Unreachable(error) => anyhow::bail!("{error}"),
+    };
+    let mut transaction = crate::db::read_only(client)?;
+    let rows = transaction
+        .query(&advertiser_query(profile), &[&days])
+        .context("cannot list the upcoming deletions of the advertiser database")?;
+    transaction
+        .rollback()
+        .context("cannot end the listing in the advertiser database")?;
+    let mut upcoming: Vec<Upcoming> = rows.iter().map(Upcoming::from_row).collect();
+    let user_ids: Vec<i64> = upcoming.iter().filter_map(|item| item.user_id).collect();
+    let emails: BTreeMap<i64, Option<String>> = users
+        .query(&statements::advertiser::emails(schema), &[&user_ids])
+        .context("cannot read the emails of the advertisers")?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for item in &mut upcoming {
+        item.email = item
+            .user_id
+            .and_then(|id| emails.get(&id).cloned().flatten());
+    }
+    Ok(upcoming)
+}
+
+/// The advertiser database's profiles due within `$1` days, in the columns of [`query`].
+fn advertiser_query(profile: &ProfileTable) -> String {
+    format!(
+        "SELECT 'role'::text, 'advertiser'::text, p.user_id::bigint, p.id::bigint, NULL::text, \
+         to_char(due, 'YYYY-MM-DD HH24:MI'), \
+         to_char(due AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+         greatest(0, ceil(extract(epoch FROM due - now()) / 86400))::bigint, FALSE \
+         FROM (SELECT p.*, {} AS due FROM {} p WHERE {}) p",
+        due::profile_deadline(profile),
+        profile.table.quoted(),
+        due::profile(profile, When::WithinDays(1))
     )
 }
 

@@ -40,12 +40,15 @@ const RULE: &str =
 
 /// What was (or, in a dry run, would be) deleted.
 pub enum Deletion<'a> {
-    /// A role profile; `user_id` is `None` for a profile without a user.
+    /// A role profile; `user_id` is `None` for a profile without a user, and `user_missing`
+    /// says that the user it names does not exist (a profile of the advertiser database,
+    /// which has no foreign key to `users`).
     Role {
         role: &'a str,
         profile_id: i64,
         user_id: Option<i64>,
         email: Option<&'a str>,
+        user_missing: bool,
     },
     /// A whole account.
     Account {
@@ -87,6 +90,25 @@ pub struct Report {
     /// The last line written, which ends the transcript even when lines were left out.
     last_line: String,
     stamp: Stamp,
+    /// Which database the entries are about: the `DATABASE` journal field.
+    database: Database,
+}
+
+/// The database a journal entry is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Database {
+    #[default]
+    User,
+    Advertiser,
+}
+
+impl Database {
+    fn field(self) -> &'static str {
+        match self {
+            Database::User => "user",
+            Database::Advertiser => "advertiser",
+        }
+    }
 }
 
 /// The local time of a report line, to the second.
@@ -140,7 +162,13 @@ impl Report {
             transcript_omitted: 0,
             last_line: String::new(),
             stamp: Stamp::default(),
+            database: Database::User,
         }
+    }
+
+    /// The database the following entries are about.
+    pub fn set_database(&mut self, database: Database) {
+        self.database = database;
     }
 
     /// Writes one timestamped line.
@@ -249,7 +277,7 @@ impl Report {
         if dependents.is_empty() {
             log::info!(
                 deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
-                user_email = email, dry_run = self.dry_run;
+                user_email = email, dry_run = self.dry_run, database = self.database.field();
                 "{message}"
             );
         } else {
@@ -260,7 +288,8 @@ impl Report {
                 .join(",");
             log::info!(
                 deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
-                user_email = email, dry_run = self.dry_run, dependents = dependents;
+                user_email = email, dry_run = self.dry_run, dependents = dependents,
+                database = self.database.field();
                 "{message}"
             );
         }
@@ -292,7 +321,8 @@ impl Report {
             .join(",");
         log::error!(
             deletion_type = kind, role = role, user_id = user_id, profile_id = profile_id,
-            user_email = email, dry_run = self.dry_run, blocked_by = blocked_by;
+            user_email = email, dry_run = self.dry_run, blocked_by = blocked_by,
+            database = self.database.field();
             "Blocked {text}: {keys}; unblocked by {unblock}"
         );
     }
@@ -315,7 +345,7 @@ impl Report {
     /// A row that could not be deleted; the run goes on.
     pub fn failed(&mut self, what: &str, error: &str) {
         self.line(&format!("  [FAILED] {what}: {error}"));
-        log::error!("failed to delete {what}: {error}");
+        log::error!(database = self.database.field(); "failed to delete {what}: {error}");
     }
 
     /// Records a warning that belongs in the report too.
@@ -354,10 +384,12 @@ fn describe(deletion: &Deletion, emails: EmailPolicy) -> String {
             profile_id,
             user_id,
             email,
+            user_missing,
         } => {
-            let user = match user_id {
-                Some(id) => format!("user {id}{}", email_suffix(emails, *email)),
-                None => "no user".to_owned(),
+            let user = match (user_id, user_missing) {
+                (Some(id), false) => format!("user {id}{}", email_suffix(emails, *email)),
+                (Some(id), true) => format!("user {id}, who is not in the user database"),
+                (None, _) => "no user".to_owned(),
             };
             format!("role '{role}' (profile {profile_id}) of {user}")
         }
@@ -401,6 +433,7 @@ fn fields(
             profile_id,
             user_id,
             email,
+            ..
         } => (
             "role",
             (*role).to_owned(),

@@ -67,16 +67,33 @@ pub struct Schema {
     pub profiles: Vec<ProfileTable>,
     /// Default role tables that do not exist (skipped with a warning).
     pub missing_profiles: Vec<RoleTable>,
+    /// With an advertiser database: the advertiser role's table here, not used, and whether
+    /// it exists (between the two phases of the split it still does).
+    pub unused_advertiser: Option<(RoleTable, bool)>,
     pub requests: Option<Requests>,
     /// Whether `deletion_audit_log` exists.
     pub audit_exists: bool,
     /// Whether it has the `automated` column (created by us: yes).
     pub audit_has_automated: bool,
+    /// Whether `advertiser_deletion_intents` exists.
+    pub intents_exist: bool,
     /// What deleting an account reaches.
     pub accounts_plan: Plan,
 }
 
 pub const USERS: &str = "users";
+pub const ADVERTISER: &str = "advertiser";
+/// Where a deletion in the advertiser database is announced before it happens, and
+/// forgotten once the user database has the role removed and the audit row (see
+/// `purge::advertiser`).
+pub const INTENTS: &str = "advertiser_deletion_intents";
+
+/// The intents table, created by the job when it first needs it.
+pub const INTENTS_DDL: &str = "CREATE TABLE IF NOT EXISTS advertiser_deletion_intents (
+    profile_id bigint PRIMARY KEY,
+    user_id bigint,
+    created_at timestamptz NOT NULL DEFAULT now()
+)";
 pub const REQUESTS: &str = "account_deletion_requests";
 pub const AUDIT: &str = "deletion_audit_log";
 
@@ -145,6 +162,8 @@ pub struct Expect<'a> {
     pub role_zone: bool,
     /// What to do with foreign keys that do not cascade.
     pub keys: &'a Policy,
+    /// The advertiser role lives in the advertiser database: its table here is not used.
+    pub advertiser_elsewhere: bool,
 }
 
 /// Reads the catalog.
@@ -155,6 +174,7 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
         need_write,
         role_zone,
         keys: policy,
+        advertiser_elsewhere,
     } = *expect;
     let users_table = load_table(client, USERS)?
         .context("table users not found (is this the Astegni database?)")?;
@@ -173,7 +193,13 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
     let accounts_plan = plan_for(&users_root)?;
     let mut profiles = Vec::new();
     let mut missing_profiles = Vec::new();
+    let mut unused_advertiser = None;
     for role in roles {
+        if advertiser_elsewhere && role.role == ADVERTISER {
+            let exists = load_table(client, &role.table.quoted())?.is_some();
+            unused_advertiser = Some((role.clone(), exists));
+            continue;
+        }
         match load_table(client, &role.table.quoted())? {
             Some(table) => {
                 let root = catalog::table_named(client, &role.table.quoted())?
@@ -208,9 +234,11 @@ pub fn detect(client: &mut Client, expect: &Expect) -> anyhow::Result<Schema> {
         users,
         profiles,
         missing_profiles,
+        unused_advertiser,
         requests,
         audit_exists,
         audit_has_automated,
+        intents_exist: load_table(client, INTENTS)?.is_some(),
         accounts_plan,
     })
 }
@@ -353,6 +381,11 @@ fn check_privileges(
     for plan in plans {
         needs.extend(plan_privileges(plan));
     }
+    require_privileges(client, &needs)
+}
+
+/// Fails, naming the first, if the database user lacks one of `needs` (table, privileges).
+fn require_privileges(client: &mut Client, needs: &[(String, &str)]) -> anyhow::Result<()> {
     // has_table_privilege() with a list is true if *any* is held: ask one at a time, all in
     // one statement.
     let (tables, privileges): (Vec<&str>, Vec<&str>) = needs
@@ -408,24 +441,93 @@ fn plan_privileges(plan: &Plan) -> Vec<(String, &'static str)> {
 /// both try, and concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's unique
 /// index; a transaction-scoped advisory lock makes the second wait, then find the table.
 pub fn create_audit_table(client: &mut Client) -> anyhow::Result<()> {
+    create_table(
+        client,
+        (AUDIT, "audit table"),
+        AUDIT_DDL,
+        "create it with the DDL in the README, or run with --no-audit",
+    )
+}
+
+/// Runs `ddl` (a `CREATE TABLE IF NOT EXISTS`) for table `name` under a transaction-scoped
+/// advisory lock named after `what`; `hint` says what to do if it fails.
+fn create_table(
+    client: &mut Client,
+    (name, what): (&str, &str),
+    ddl: &str,
+    hint: &str,
+) -> anyhow::Result<()> {
     let create = |client: &mut Client| -> Result<(), postgres::Error> {
         let mut transaction = client.transaction()?;
-        transaction.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('astegni-delete-expired: audit table'))",
-            &[],
-        )?;
-        transaction.batch_execute(AUDIT_DDL)?;
+        let key = format!("astegni-delete-expired: {what}");
+        transaction.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])?;
+        transaction.batch_execute(ddl)?;
         transaction.commit()
     };
     create(client).map_err(|error| {
         let message = format!(
-            "cannot create table {AUDIT}: {}; create it with the DDL in the README, \
-             or run with --no-audit",
+            "cannot create table {name}: {}; {hint}",
             crate::db::db_message(&error)
         );
         // Keep the postgres::Error as the cause: a lost connection is not a config error.
         anyhow::Error::new(error).context(message)
     })
+}
+
+/// The advertiser database: its profile table, as `role` names it.
+#[derive(Debug)]
+pub struct AdvertiserSchema {
+    pub profile: ProfileTable,
+}
+
+/// Reads the advertiser database's catalog: its profile table (whose `user_id` names a user
+/// of the user database, without a foreign key) and the plan of its own foreign keys.
+pub fn detect_advertiser(
+    client: &mut Client,
+    role: &RoleTable,
+    expect: &Expect,
+) -> anyhow::Result<AdvertiserSchema> {
+    let table = load_table(client, &role.table.quoted())?.with_context(|| {
+        format!(
+            "profile table {} not found in the advertiser database",
+            role.table
+        )
+    })?;
+    let root = catalog::table_named(client, &role.table.quoted())?
+        .with_context(|| format!("table {} not found", role.table))?;
+    let keys = catalog::read(client)?;
+    let roots = Roots {
+        root: &root,
+        // The advertiser database has no users table: no key leads to another user's row.
+        users_oid: 0,
+        requests_oid: None,
+    };
+    let plan = Plan::build(&keys, &roots, expect.keys)?;
+    let profile = profile_from(role, &table, expect.role_zone, plan)?;
+    if expect.need_write {
+        let mut needs = vec![
+            (profile.table.quoted(), "SELECT"),
+            (profile.table.quoted(), "DELETE"),
+        ];
+        needs.extend(
+            plan_privileges(&profile.plan)
+                .iter()
+                .map(|(table, privilege)| (table.clone(), *privilege)),
+        );
+        require_privileges(client, &needs)
+            .map_err(|error| error.context("in the advertiser database"))?;
+    }
+    Ok(AdvertiserSchema { profile })
+}
+
+/// Creates the intents table if missing, under the same advisory lock as the audit table.
+pub fn create_intents_table(client: &mut Client) -> anyhow::Result<()> {
+    create_table(
+        client,
+        (INTENTS, "intents table"),
+        INTENTS_DDL,
+        "it records advertiser deletions in progress; create it with the DDL in the README",
+    )
 }
 
 /// Validates the `--hold-where` expression: it must be a boolean SQL expression over

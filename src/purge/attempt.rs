@@ -75,6 +75,7 @@ impl<'a> Units<'a> {
                 profile_id: row.get(0),
                 user_id: row.get(1),
                 email: row.get(2),
+                user_missing: false,
             },
             Units::Account => Deletion::Account {
                 user_id: row.get(0),
@@ -91,6 +92,7 @@ impl<'a> Units<'a> {
                 profile_id: id,
                 user_id,
                 email,
+                user_missing: false,
             },
             Units::Account => Deletion::Account { user_id: id, email },
         }

@@ -5,6 +5,7 @@
 //! attempt, `roles` and `accounts` are the two kinds of work, and `preview` is the dry run.
 
 mod accounts;
+pub mod advertiser;
 mod attempt;
 mod cursor;
 mod drain;
@@ -21,11 +22,12 @@ use anyhow::Context;
 use postgres::Client;
 
 use crate::plan::Plan;
-use crate::report::Report;
+use crate::report::{Database, Report};
 use crate::schema::Schema;
 use crate::summary::{Ending, Summary};
 use accounts::AccountWork;
-use drain::drain;
+use advertiser::{Advertiser, AdvertiserWork};
+use drain::{describe_fatal, drain};
 use record::Recorder;
 use roles::{ProfileWork, RoleRequestWork};
 
@@ -47,11 +49,12 @@ pub fn run(
     client: &mut Client,
     schema: &Schema,
     options: &Options,
+    advertiser: Option<&mut Advertiser>,
     report: &mut Report,
 ) -> Summary {
     let started = Instant::now();
     let mut recorder = Recorder::new(report, options.dry_run);
-    let ending = run_phases(client, schema, options, &mut recorder)
+    let ending = run_phases(client, schema, options, advertiser, &mut recorder)
         .unwrap_or_else(|error| Ending::BrokeOff(format!("{error:#}")));
     finish(recorder, ending, started)
 }
@@ -67,6 +70,7 @@ fn run_phases(
     client: &mut Client,
     schema: &Schema,
     options: &Options,
+    advertiser: Option<&mut Advertiser>,
     recorder: &mut Recorder,
 ) -> anyhow::Result<Ending> {
     recorder
@@ -80,11 +84,21 @@ fn run_phases(
     }
     if options.dry_run {
         let mut transaction = crate::db::read_only(client)?;
-        let ending = phases(&mut transaction, schema, options, recorder, &mut DryRun);
+        let ending = phases(
+            &mut transaction,
+            schema,
+            options,
+            recorder,
+            &mut DryRun { advertiser },
+        );
         transaction.rollback().context("cannot end the dry run")?;
         ending
     } else {
-        phases(client, schema, options, recorder, &mut Live::default())
+        let mut live = Live {
+            unindexed: Unindexed::default(),
+            advertiser,
+        };
+        phases(client, schema, options, recorder, &mut live)
     }
 }
 
@@ -263,12 +277,12 @@ fn refuse_over_cap(recorder: &mut Recorder, due: i64, limit: u64) {
 }
 
 /// A real run; it notes how long it spent deleting under plans with unindexed keys.
-#[derive(Default)]
-struct Live {
+struct Live<'a> {
     unindexed: Unindexed,
+    advertiser: Option<&'a mut Advertiser>,
 }
 
-impl Live {
+impl Live<'_> {
     fn drain(
         &mut self,
         client: &mut Client,
@@ -277,18 +291,59 @@ impl Live {
         recorder: &mut Recorder,
         options: &Options,
     ) -> anyhow::Result<()> {
-        let (started, before) = (Instant::now(), recorder.summary.deleted());
-        drain(client, work, recorder, options.lock_timeout)?;
-        if recorder.summary.deleted() > before {
-            for plan in plans {
-                self.unindexed.note(plan, started.elapsed());
-            }
-        }
-        Ok(())
+        drain_noting(&mut self.unindexed, client, work, plans, recorder, options)
     }
 }
 
-impl Mode<Client> for Live {
+/// Drains `work`, noting the time spent under `plans` if it deleted something.
+fn drain_noting(
+    unindexed: &mut Unindexed,
+    client: &mut Client,
+    work: &dyn drain::Work,
+    plans: &[&Plan],
+    recorder: &mut Recorder,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let (started, before) = (Instant::now(), recorder.summary.deleted());
+    drain(client, work, recorder, options.lock_timeout)?;
+    if recorder.summary.deleted() > before {
+        for plan in plans {
+            unindexed.note(plan, started.elapsed());
+        }
+    }
+    Ok(())
+}
+
+/// What the report calls the advertiser database's part of a run when it fails.
+const ADVERTISER_PART: &str = "the advertiser roles of the advertiser database";
+
+/// The advertiser role, in the advertiser database: the deletions an earlier run began,
+/// then the due profiles.
+fn advertiser_roles(
+    users: &mut Client,
+    advertiser: &mut Advertiser,
+    unindexed: &mut Unindexed,
+    schema: &Schema,
+    options: &Options,
+    recorder: &mut Recorder,
+) -> anyhow::Result<()> {
+    let (client, profile) = match advertiser {
+        Advertiser::Ready { client, profile } => (client, profile),
+        Advertiser::Unreachable(error) => anyhow::bail!("{error}"),
+    };
+    let work = AdvertiserWork::new(schema, profile, users, options.audit);
+    work.replay(client, recorder)?;
+    drain_noting(
+        unindexed,
+        client,
+        &work,
+        &[&profile.plan],
+        recorder,
+        options,
+    )
+}
+
+impl Mode<Client> for Live<'_> {
     fn roles(
         &mut self,
         client: &mut Client,
@@ -309,6 +364,21 @@ impl Mode<Client> for Live {
             work.report_unknown_roles(client, recorder)?;
             let plans: Vec<&Plan> = schema.profiles.iter().map(|p| &p.plan).collect();
             self.drain(client, &work, &plans, recorder, options)?;
+        }
+        if let Some(advertiser) = self.advertiser.as_deref_mut() {
+            recorder.report.set_database(Database::Advertiser);
+            let result = advertiser_roles(
+                client,
+                advertiser,
+                &mut self.unindexed,
+                schema,
+                options,
+                recorder,
+            );
+            recorder.report.set_database(Database::User);
+            if let Err(error) = result {
+                recorder.failed(ADVERTISER_PART, &format!("{error:#}"));
+            }
         }
         Ok(())
     }
@@ -376,9 +446,13 @@ impl Unindexed {
     }
 }
 
-struct DryRun;
+/// A dry run, in a READ ONLY transaction of the user database (and of the advertiser
+/// database, if there is one).
+struct DryRun<'a> {
+    advertiser: Option<&'a mut Advertiser>,
+}
 
-impl Mode<postgres::Transaction<'_>> for DryRun {
+impl Mode<postgres::Transaction<'_>> for DryRun<'_> {
     fn roles(
         &mut self,
         transaction: &mut postgres::Transaction<'_>,
@@ -389,6 +463,20 @@ impl Mode<postgres::Transaction<'_>> for DryRun {
         for profile in &schema.profiles {
             preview::profiles(transaction, schema, profile, recorder)
                 .with_context(|| format!("cannot read what is due in {}", profile.table))?;
+        }
+        if let Some(advertiser) = self.advertiser.as_deref_mut() {
+            recorder.report.set_database(Database::Advertiser);
+            let result = match advertiser {
+                Advertiser::Ready { client, profile } => {
+                    preview::advertiser(transaction, client, schema, profile, recorder)
+                        .map_err(|error| anyhow::anyhow!(describe_fatal(&error)))
+                }
+                Advertiser::Unreachable(error) => Err(anyhow::anyhow!("{error}")),
+            };
+            recorder.report.set_database(Database::User);
+            if let Err(error) = result {
+                recorder.failed(ADVERTISER_PART, &format!("{error:#}"));
+            }
         }
         Ok(())
     }

@@ -3,15 +3,16 @@
 //! grow with the backlog. Under a deletion plan each unit is judged as the run judges it (see
 //! `plan::render`), on the database as it is now.
 
-use postgres::Transaction;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
+use postgres::{Client, Transaction};
 
 use super::attempt::Units;
-use super::planned::read_outcome;
+use super::planned::{Outcome, read_outcome};
 use super::record::Recorder;
 use super::statements as sql;
 use crate::plan::{Plan, render};
+use crate::report::Deletion;
 use crate::schema::{ProfileTable, Schema};
 
 /// Streams the rows of `query` into `each`.
@@ -115,4 +116,105 @@ pub fn accounts(
         unit_info: sql::account_unit_info(schema),
     }
     .run(transaction, &[], recorder)
+}
+
+/// Reports the advertiser role deletions a run would make: those an earlier run began whose
+/// profile is gone (the run completes them), then the profiles due in the advertiser
+/// database, judged by its deletion plan. The emails come from the user database, a chunk
+/// of profiles at a time.
+pub fn advertiser(
+    users: &mut Transaction,
+    advertisers: &mut Client,
+    schema: &Schema,
+    profile: &ProfileTable,
+    recorder: &mut Recorder,
+) -> Result<(), postgres::Error> {
+    let emails = sql::advertiser::emails(schema);
+    let mut transaction = advertisers.build_transaction().read_only(true).start()?;
+    if schema.intents_exist {
+        let announced: Vec<(i64, Option<i64>)> = users
+            .query(sql::advertiser::ANNOUNCED_WITH_USERS, &[])?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let ids: Vec<i64> = announced.iter().map(|(id, _)| *id).collect();
+        let existing: Vec<i64> = transaction
+            .query(&sql::advertiser::existing(profile), &[&ids])?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let gone: Vec<Outcome> = announced
+            .into_iter()
+            .filter(|(id, _)| !existing.contains(id))
+            .map(|(id, user_id)| Outcome {
+                id,
+                user_id,
+                email: None,
+                blockers: Vec::new(),
+                dependents: Vec::new(),
+            })
+            .collect();
+        report_advertisers(users, &emails, gone, recorder)?;
+    }
+    let query = if profile.plan.is_plain() {
+        format!(
+            "SELECT 'unit', p.id::bigint, p.user_id::bigint, NULL::text, NULL::int[], \
+             NULL::bigint[], NULL::int[], NULL::bigint[] FROM {} p WHERE {} ORDER BY p.id",
+            profile.table.quoted(),
+            crate::due::profile(profile, crate::due::When::Now)
+        )
+    } else {
+        render::preview(
+            &profile.plan,
+            &format!("SELECT id FROM ({}) due", sql::due_profiles(profile)),
+            &sql::advertiser::unit_info(profile),
+        )
+    };
+    let mut rows = transaction.query_raw(&query, std::iter::empty::<&(dyn ToSql + Sync)>())?;
+    let mut chunk = Vec::new();
+    while let Some(row) = rows.next()? {
+        chunk.push(read_outcome(&profile.plan, &row));
+        if chunk.len() == CHUNK {
+            report_advertisers(users, &emails, std::mem::take(&mut chunk), recorder)?;
+        }
+    }
+    drop(rows);
+    report_advertisers(users, &emails, chunk, recorder)?;
+    transaction.rollback()
+}
+
+/// Profiles of the advertiser database reported per query of the user database.
+const CHUNK: usize = 1000;
+
+/// Reports advertiser profiles, with their users' emails from the user database.
+fn report_advertisers(
+    users: &mut Transaction,
+    emails: &str,
+    outcomes: Vec<Outcome>,
+    recorder: &mut Recorder,
+) -> Result<(), postgres::Error> {
+    let user_ids: Vec<i64> = outcomes.iter().filter_map(|o| o.user_id).collect();
+    let known: std::collections::BTreeMap<i64, Option<String>> = users
+        .query(emails, &[&user_ids])?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for outcome in outcomes {
+        let email = outcome
+            .user_id
+            .and_then(|id| known.get(&id).cloned().flatten());
+        let deletion = Deletion::Role {
+            role: crate::schema::ADVERTISER,
+            profile_id: outcome.id,
+            user_id: outcome.user_id,
+            email: email.as_deref(),
+            user_missing: outcome.user_id.is_some_and(|id| !known.contains_key(&id)),
+        };
+        if outcome.blockers.is_empty() {
+            recorder.deleted(&deletion, &outcome.dependents);
+        } else {
+            recorder.blocked(&deletion, &outcome.blockers);
+        }
+    }
+    Ok(())
 }

@@ -49,6 +49,7 @@
 //! `USING` its requests, has the big profile table on the other side.
 
 mod accounts;
+pub mod advertiser;
 mod profiles;
 
 pub use accounts::{OwnRequests, attempt_accounts};

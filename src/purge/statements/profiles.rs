@@ -121,7 +121,7 @@ pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit
     }
 }
 
-fn role_removal(schema: &Schema) -> Option<String> {
+pub(super) fn role_removal(schema: &Schema) -> Option<String> {
     let mut assignments = Vec::new();
     if let Some((roles_type, _)) = &schema.users.roles {
         assignments.push(format!("roles = {}", remove_role(*roles_type)));
