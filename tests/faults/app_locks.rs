@@ -6,13 +6,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common;
-use crate::support::invariants::{self, Phase};
-use crate::support::job;
-use crate::support::workload::{self, Db, Workload};
-use crate::support::{Rng, TrialResult, poll_until, run_trials};
-use crate::{
-    MEDIUM, RUN_FLAGS, check_rerun_check, fixed_shape, job_waits_for_a_lock, shared_workload,
-};
+use crate::support::invariants::Phase;
+use crate::support::workload::{Db, Workload};
+use crate::support::{Rng, poll_until, run_trials};
+use crate::trial::{self, MEDIUM, Trial, job_waits_for_a_lock};
 
 /// Due rows of `workload` depending on the locked profiles and users: (profile rows, users).
 fn blocked_by(
@@ -54,9 +51,8 @@ fn blocked_by(
 fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
     run_trials("app_row_locks", 2, 6, |seed| {
         let mut rng = Rng::new(seed);
-        let workload = shared_workload("fault_rowlock", seed, MEDIUM);
-        let mut result = TrialResult::default();
-        let mut client = workload.db.client();
+        let mut trial = Trial::random(Db::shared("fault_rowlock"), seed, MEDIUM);
+        let mut client = trial.client();
         let profiles: Vec<(String, i64, i64)> = client
             .query(
                 "SELECT role, id, user_id FROM fault_check.due_profile ORDER BY role, id",
@@ -86,7 +82,7 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
         locked_users.sort();
         locked_users.dedup();
         // The app's long transaction: SELECT ... FOR UPDATE (or an uncommitted UPDATE).
-        let mut app = workload.db.client();
+        let mut app = trial.client();
         let mut holder = app.transaction().expect("begin");
         for (role, id, _) in &locked_profiles {
             let sql = if rng.percent(50) {
@@ -105,15 +101,15 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
                 .expect("lock user");
         }
         let (blocked_profiles, blocked_users) =
-            blocked_by(&workload, &locked_profiles, &locked_users);
+            blocked_by(&trial.workload, &locked_profiles, &locked_users);
         let blocked = blocked_profiles.len() + blocked_users.len();
-        let mut flags = RUN_FLAGS.to_vec();
-        flags.extend(["--lock-timeout", "1"]);
-        let first = job::spawn(&workload.db.url, &flags).wait(Duration::from_secs(120));
+        let first = trial
+            .spawn(&["--lock-timeout", "1"])
+            .wait(Duration::from_secs(120));
         // Each blocked row costs at most two waits of lock_timeout (in the batch, then alone).
         let bound = Duration::from_secs(2 * blocked as u64 + 15);
         if first.hung || first.elapsed > bound {
-            result.fail(format!(
+            trial.result.fail(format!(
                 "{blocked} blocked rows, lock_timeout 1 s: took {:.1}s (bound {}s): {}",
                 first.elapsed.as_secs_f64(),
                 bound.as_secs(),
@@ -121,7 +117,7 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
             ));
         }
         if first.code != 1 {
-            result.fail(format!(
+            trial.result.fail(format!(
                 "want exit 1 (rows left locked): {}",
                 first.describe()
             ));
@@ -149,7 +145,7 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
                     .iter()
                     .any(|request| first.stdout.contains(request))
             {
-                result.fail(format!(
+                trial.result.fail(format!(
                     "locked {role} profile {id} not reported: {}",
                     first.describe()
                 ));
@@ -160,15 +156,13 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
                 .stdout
                 .contains(&format!("[FAILED] account of user {id}"))
             {
-                result.fail(format!(
+                trial.result.fail(format!(
                     "locked user {id} not reported: {}",
                     first.describe()
                 ));
             }
         }
-        result
-            .violations
-            .extend(invariants::check(&workload.db, Phase::AfterFault));
+        trial.check(Phase::AfterFault);
         // The rest of the run completed: what is still due is only what the locks held up.
         let still_due_profiles: Vec<(String, i64)> = client
             .query(
@@ -181,7 +175,7 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
             .collect();
         for profile in &still_due_profiles {
             if !blocked_profiles.contains(profile) {
-                result.fail(format!(
+                trial.result.fail(format!(
                     "{profile:?} not locked, yet still due after the run"
                 ));
             }
@@ -192,11 +186,13 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
         {
             let id: i64 = row.get(0);
             if !blocked_users.contains(&id) {
-                result.fail(format!("user {id} not locked, yet still due after the run"));
+                trial
+                    .result
+                    .fail(format!("user {id} not locked, yet still due after the run"));
             }
         }
         holder.rollback().expect("release");
-        result.note = format!(
+        trial.result.note = format!(
             "locked {} profiles and {} users ({blocked} due rows held up): exit {} in {:.1}s, \
              {} reported",
             locked_profiles.len(),
@@ -205,12 +201,11 @@ fn rows_locked_by_the_app_are_waited_for_at_most_lock_timeout() {
             first.elapsed.as_secs_f64(),
             first.failed_lines().len()
         );
-        result.count(
+        trial.result.count(
             "locked_rows",
             (locked_profiles.len() + locked_users.len()) as u64,
         );
-        check_rerun_check(&workload, &mut result);
-        result
+        trial.finish()
     });
 }
 
@@ -231,9 +226,7 @@ fn a_profile_held_briefly_by_the_app_is_waited_for_in_a_role_request() {
             &[&(profile as i32)],
         )
         .expect("edit the profile");
-    let mut flags = RUN_FLAGS.to_vec();
-    flags.extend(["--lock-timeout", "30"]);
-    let mut job = job::spawn(&astegni.db.url, &flags);
+    let mut job = trial::spawn(&astegni.db.url, &["--lock-timeout", "30"]);
     let mut watcher = astegni.db.client();
     let waited = poll_until(Duration::from_secs(60), || {
         !job.running() || job_waits_for_a_lock(&mut watcher)
@@ -250,8 +243,8 @@ fn a_profile_held_briefly_by_the_app_is_waited_for_in_a_role_request() {
 }
 
 /// Holds `lock_sql` in an open transaction on a new connection while `run` runs.
-fn with_app_lock<T>(workload: &Workload, lock_sql: &str, run: impl FnOnce() -> T) -> T {
-    let mut app = workload.db.client();
+fn with_app_lock<T>(trial: &Trial, lock_sql: &str, run: impl FnOnce() -> T) -> T {
+    let mut app = trial.client();
     let mut holder = app.transaction().expect("begin");
     holder.batch_execute(lock_sql).expect("take the lock");
     let value = run();
@@ -261,18 +254,16 @@ fn with_app_lock<T>(workload: &Workload, lock_sql: &str, run: impl FnOnce() -> T
 
 #[test]
 fn statement_timeout_ends_a_blocked_statement_with_a_clear_error() {
-    let workload = workload::build_with(Db::shared("fault_stmt"), 7, MEDIUM, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let mut result = TrialResult::default();
+    let trial = Trial::fixed(Db::shared("fault_stmt"), 7, MEDIUM);
     // A migration holds tutor_profiles: even reading it blocks. lock_timeout 0 (wait forever)
     // leaves the statement timeout as the only bound.
     let first = with_app_lock(
-        &workload,
+        &trial,
         "LOCK TABLE tutor_profiles IN ACCESS EXCLUSIVE MODE",
         || {
-            let mut flags = RUN_FLAGS.to_vec();
-            flags.extend(["--statement-timeout", "1", "--lock-timeout", "0"]);
-            job::spawn(&workload.db.url, &flags).wait(Duration::from_secs(60))
+            trial
+                .spawn(&["--statement-timeout", "1", "--lock-timeout", "0"])
+                .wait(Duration::from_secs(60))
         },
     );
     assert!(
@@ -287,31 +278,27 @@ fn statement_timeout_ends_a_blocked_statement_with_a_clear_error() {
         "{}",
         first.describe()
     );
-    check_rerun_check(&workload, &mut result);
-    assert!(
-        result.violations.is_empty() && result.failures.is_empty(),
-        "{result:#?}"
-    );
+    trial.finish_clean();
 }
 
 #[test]
 fn a_slow_statement_is_cancelled_reported_and_the_rest_completes() {
-    let workload = workload::build_with(Db::shared("fault_slow"), 11, MEDIUM, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let slow: i64 = workload.db.scalar(
+    let mut trial = Trial::fixed(Db::shared("fault_slow"), 11, MEDIUM);
+    let db = &trial.workload.db;
+    let slow: i64 = db.scalar(
         "SELECT id FROM fault_check.due_profile WHERE role = 'tutor' \
          AND user_id NOT IN (SELECT id FROM fault_check.due_user) ORDER BY id LIMIT 1",
     );
     // A trigger of the app that hangs on one row (a stuck external call, say).
-    workload.db.exec(&format!(
+    db.exec(&format!(
         "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN PERFORM pg_sleep(60); RETURN OLD; END $$;
          CREATE TRIGGER slow_delete BEFORE DELETE ON tutor_profiles
          FOR EACH ROW WHEN (OLD.id = {slow}) EXECUTE FUNCTION slow_delete();"
     ));
-    let mut flags = RUN_FLAGS.to_vec();
-    flags.extend(["--statement-timeout", "1"]);
-    let first = job::spawn(&workload.db.url, &flags).wait(Duration::from_secs(60));
+    let first = trial
+        .spawn(&["--statement-timeout", "1"])
+        .wait(Duration::from_secs(60));
     assert!(
         !first.hung && first.elapsed < Duration::from_secs(20),
         "{}",
@@ -325,47 +312,30 @@ fn a_slow_statement_is_cancelled_reported_and_the_rest_completes() {
         "{}",
         first.describe()
     );
-    let mut result = TrialResult::default();
-    result
-        .violations
-        .extend(invariants::check(&workload.db, Phase::AfterFault));
-    let left: i64 = workload
-        .db
-        .scalar("SELECT count(*) FROM fault_check.profile_now WHERE due");
+    trial.check(Phase::AfterFault);
+    let db = &trial.workload.db;
+    let left: i64 = db.scalar("SELECT count(*) FROM fault_check.profile_now WHERE due");
     assert_eq!(left, 1, "only the slow row is left");
-    workload
-        .db
-        .exec("DROP TRIGGER slow_delete ON tutor_profiles");
-    check_rerun_check(&workload, &mut result);
-    assert!(
-        result.violations.is_empty() && result.failures.is_empty(),
-        "{result:#?}"
-    );
+    db.exec("DROP TRIGGER slow_delete ON tutor_profiles");
+    trial.finish_clean();
 }
 
 /// A migration holding a whole table (`ALTER TABLE users ...`, `CREATE INDEX` without
 /// CONCURRENTLY, `VACUUM FULL`) must cost a bounded wait, not one lock_timeout per due row.
 #[test]
 fn a_table_locked_by_a_migration_costs_a_bounded_wait() {
-    let workload = workload::build_with(Db::shared("fault_tablelock"), 13, 100, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
-    let first = with_app_lock(&workload, "LOCK TABLE users IN SHARE MODE", || {
-        let mut flags = RUN_FLAGS.to_vec();
-        flags.extend(["--lock-timeout", "1", "--statement-timeout", "2"]);
-        job::spawn(&workload.db.url, &flags).wait(Duration::from_secs(90))
+    let trial = Trial::fixed(Db::shared("fault_tablelock"), 13, 100);
+    let first = with_app_lock(&trial, "LOCK TABLE users IN SHARE MODE", || {
+        trial
+            .spawn(&["--lock-timeout", "1", "--statement-timeout", "2"])
+            .wait(Duration::from_secs(90))
     });
     assert!(
         !first.hung && first.elapsed < Duration::from_secs(20),
         "{} due rows, users locked by a migration, lock_timeout 1 s: {}",
-        due.total(),
+        trial.due.total(),
         first.describe()
     );
     assert_eq!(first.code, 1, "{}", first.describe());
-    let mut result = TrialResult::default();
-    check_rerun_check(&workload, &mut result);
-    assert!(
-        result.violations.is_empty() && result.failures.is_empty(),
-        "{result:#?}"
-    );
+    trial.finish_clean();
 }

@@ -3,26 +3,18 @@
 
 use std::time::Duration;
 
-use crate::support::invariants;
 use crate::support::job;
 use crate::support::workload::{self, Db, Shape};
-use crate::support::{Rng, TrialResult, poll_until, run_trials};
-use crate::{
-    LARGE, RUN_FLAGS, check_rerun_check, expect_broken_off, fixed_shape, job_waits_for_a_lock,
-    shared_workload,
-};
+use crate::support::{Rng, poll_until, run_trials};
+use crate::trial::{self, LARGE, Trial, expect_broken_off, fixed_shape, job_waits_for_a_lock};
 
 #[test]
 fn backend_terminated_mid_run() {
     run_trials("pg_terminate_backend", 3, 10, |seed| {
         let mut rng = Rng::new(seed);
-        let workload = shared_workload("fault_term", seed, LARGE);
-        let due = invariants::due(&workload.db);
-        let mut result = TrialResult::default();
-        let mut watcher = workload.db.client();
-        let mut job = job::spawn(&workload.db.url, &RUN_FLAGS);
-        let target = rng.below(due.total() as u64) as i64;
-        job::wait_for_progress(&mut job, &mut watcher, target);
+        let mut trial = Trial::random(Db::shared("fault_term"), seed, LARGE);
+        let (mut job, mut watcher) = trial.start();
+        let (target, _) = trial.wait_for_random_progress(&mut rng, &mut job, &mut watcher);
         let terminated = match job::backend_pid(&mut watcher) {
             Some(pid) => watcher
                 .query_one("SELECT pg_terminate_backend($1)", &[&pid])
@@ -32,13 +24,13 @@ fn backend_terminated_mid_run() {
         };
         let first = job.wait(Duration::from_secs(60));
         if first.hung {
-            result.fail(format!(
+            trial.result.fail(format!(
                 "hung after its backend was terminated: {}",
                 first.describe()
             ));
         }
         if terminated {
-            result.count("terminated", 1);
+            trial.result.count("terminated", 1);
             // Exit 0 only if the run had completed (the backend was terminated as the job
             // was closing its connection); otherwise exit 1 saying the connection was lost
             // ("terminating connection due to administrator command", "error communicating
@@ -47,24 +39,23 @@ fn backend_terminated_mid_run() {
             let says_lost =
                 first.stderr.contains("connection") || first.stderr.contains("communicating");
             if !completed && (first.code != 1 || !says_lost) {
-                result.fail(format!(
+                trial.result.fail(format!(
                     "terminated backend: want exit 1 saying the connection was lost: {}",
                     first.describe()
                 ));
             }
         }
-        expect_broken_off(&first, &mut result);
-        result.note = format!(
+        expect_broken_off(&first, &mut trial.result);
+        trial.result.note = format!(
             "{} due, backend terminated at >= {target} audit rows: {}",
-            due.total(),
+            trial.due.total(),
             if terminated {
                 "terminated"
             } else {
                 "the run had already ended"
             }
         );
-        check_rerun_check(&workload, &mut result);
-        result
+        trial.finish()
     });
 }
 
@@ -72,15 +63,11 @@ fn backend_terminated_mid_run() {
 fn statements_cancelled_mid_run() {
     run_trials("pg_cancel_backend", 2, 10, |seed| {
         let mut rng = Rng::new(seed);
-        let workload = shared_workload("fault_cancel", seed, LARGE);
-        let due = invariants::due(&workload.db);
-        let mut result = TrialResult::default();
-        let mut watcher = workload.db.client();
-        let mut job = job::spawn(&workload.db.url, &RUN_FLAGS);
+        let mut trial = Trial::random(Db::shared("fault_cancel"), seed, LARGE);
+        let (mut job, mut watcher) = trial.start();
         let mut cancels = 0;
         for _ in 0..rng.between(1, 5) {
-            let target = rng.below(due.total() as u64) as i64;
-            job::wait_for_progress(&mut job, &mut watcher, target);
+            trial.wait_for_random_progress(&mut rng, &mut job, &mut watcher);
             if let Some(pid) = job::backend_pid(&mut watcher)
                 && watcher
                     .query_one("SELECT pg_cancel_backend($1)", &[&pid])
@@ -90,18 +77,19 @@ fn statements_cancelled_mid_run() {
             }
         }
         let first = job.wait(Duration::from_secs(120));
-        result.count("cancels", cancels);
+        trial.result.count("cancels", cancels);
         if !matches!(first.code, 0 | 1) || first.hung {
-            result.fail(format!("after {cancels} cancels: {}", first.describe()));
+            trial
+                .result
+                .fail(format!("after {cancels} cancels: {}", first.describe()));
         }
-        result.note = format!(
+        trial.result.note = format!(
             "{} due, {cancels} statements cancelled: exit {}, {} rows reported failed",
-            due.total(),
+            trial.due.total(),
             first.code,
             first.failed_lines().len()
         );
-        check_rerun_check(&workload, &mut result);
-        result
+        trial.finish()
     });
 }
 
@@ -127,9 +115,7 @@ fn connection_lost_before_the_purge_is_exit_1_not_a_configuration_error() {
             &[],
         )
         .expect("advisory lock");
-    let mut flags = RUN_FLAGS.to_vec();
-    flags.extend(["--lock-timeout", "0"]);
-    let mut job = job::spawn(&workload.db.url, &flags);
+    let mut job = trial::spawn(&workload.db.url, &["--lock-timeout", "0"]);
     let mut watcher = workload.db.client();
     assert!(
         poll_until(Duration::from_secs(60), || !job.running()

@@ -1,16 +1,15 @@
 //! The invariant checker itself: each kind of tampering is caught, a correct deletion is not.
 
 use crate::support::invariants::{self, Phase};
-use crate::support::workload::{self, Db};
-use crate::{MEDIUM, fixed_shape};
+use crate::support::workload::Db;
+use crate::trial::{MEDIUM, Trial};
 
 /// The checker finds each kind of violation it claims to check (and none in a good state), so
 /// "0 violations" in the trials means something.
 #[test]
 fn the_invariant_checker_catches_each_kind_of_violation() {
-    let workload = workload::build_with(Db::shared("fault_checker"), 41, MEDIUM, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let mut client = workload.db.client();
+    let trial = Trial::fixed(Db::shared("fault_checker"), 41, MEDIUM);
+    let mut client = trial.client();
     let one = |client: &mut postgres::Client, sql: &str| -> (String, i64, i64) {
         let row = client.query_one(sql, &[]).expect(sql);
         (row.get(0), row.get(1), row.get(2))

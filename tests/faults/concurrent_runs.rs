@@ -4,20 +4,16 @@
 use std::time::Duration;
 
 use crate::common;
-use crate::support::invariants;
 use crate::support::job::{self, Finished};
-use crate::support::{TrialResult, poll_until, run_trials};
-use crate::{RUN_FLAGS, check_rerun_check, job_waits_for_a_lock, shared_workload};
+use crate::support::workload::Db;
+use crate::support::{poll_until, run_trials};
+use crate::trial::{self, Trial, job_waits_for_a_lock};
 
 #[test]
 fn four_runs_at_once_split_the_work() {
     run_trials("four_concurrent_runs", 3, 10, |seed| {
-        let workload = shared_workload("fault_four", seed, 1500);
-        let due = invariants::due(&workload.db);
-        let mut result = TrialResult::default();
-        let jobs: Vec<job::Job> = (0..4)
-            .map(|_| job::spawn(&workload.db.url, &RUN_FLAGS))
-            .collect();
+        let mut trial = Trial::random(Db::shared("fault_four"), seed, 1500);
+        let jobs: Vec<job::Job> = (0..4).map(|_| trial.spawn(&[])).collect();
         let runs: Vec<Finished> = jobs
             .into_iter()
             .map(|job| job.wait(job::HANG_LIMIT))
@@ -25,32 +21,37 @@ fn four_runs_at_once_split_the_work() {
         let mut total = (0u64, 0u64);
         for (index, run) in runs.iter().enumerate() {
             if run.code != 0 || !run.failed_lines().is_empty() {
-                result.fail(format!("run {index}: {}", run.describe()));
+                trial
+                    .result
+                    .fail(format!("run {index}: {}", run.describe()));
             }
             match run.completed_counts() {
                 Some((roles, accounts)) => {
                     total.0 += roles;
                     total.1 += accounts;
                 }
-                None => result.fail(format!("run {index} has no COMPLETED line")),
+                None => trial
+                    .result
+                    .fail(format!("run {index} has no COMPLETED line")),
             }
         }
+        let due = &trial.due;
         if total != (due.profiles as u64, due.users as u64) {
-            result.fail(format!(
+            let text = format!(
                 "the runs reported {} roles and {} accounts deleted; {} and {} were due",
                 total.0, total.1, due.profiles, due.users
-            ));
+            );
+            trial.result.fail(text);
         }
-        result.note = format!(
+        trial.result.note = format!(
             "{} due; deletions per run {:?}",
-            due.total(),
+            trial.due.total(),
             runs.iter()
                 .map(|run| run.completed_counts().unwrap_or_default())
                 .collect::<Vec<_>>()
         );
-        result.count("runs", 4);
-        check_rerun_check(&workload, &mut result);
-        result
+        trial.result.count("runs", 4);
+        trial.finish()
     });
 }
 
@@ -70,9 +71,7 @@ fn a_row_taken_again_after_the_sweep_waited_for_it_is_waited_for_again() {
     let mut first = astegni.db.client();
     let mut first = first.transaction().expect("begin");
     first.execute(lock, &[&profile]).expect("lock");
-    let mut flags = RUN_FLAGS.to_vec();
-    flags.extend(["--lock-timeout", "30"]);
-    let job = job::spawn(&astegni.db.url, &flags);
+    let job = trial::spawn(&astegni.db.url, &["--lock-timeout", "30"]);
     let mut watcher = astegni.db.client();
     let waiting = |watcher: &mut postgres::Client| -> i64 {
         watcher

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::invariants;
 use crate::support::job;
+use crate::support::workload::Db;
 use crate::support::{Rng, TrialResult, run_trials};
-use crate::{LARGE, RUN_FLAGS, check_rerun_check, shared_workload};
+use crate::trial::{LARGE, Trial, check_rerun_check};
 
 #[test]
 fn kill_9_at_random_moments_of_a_large_run() {
@@ -18,10 +18,8 @@ fn kill_9_at_random_moments_of_a_large_run() {
         // kill: the trial then draws a new moment on a fresh workload (at most 3 times), so
         // every trial kills a running job.
         for attempt in 0..3u64 {
-            let workload = shared_workload("fault_kill", seed ^ attempt, LARGE);
-            let due = invariants::due(&workload.db);
-            let mut watcher = workload.db.client();
-            let mut job = job::spawn(&workload.db.url, &RUN_FLAGS);
+            let trial = Trial::random(Db::shared("fault_kill"), seed ^ attempt, LARGE);
+            let (mut job, mut watcher) = trial.start();
             let moment = if rng.percent(25) {
                 // A random delay: also hits the start (connecting, reading the catalog,
                 // creating the audit table) and the sweeps, which have no audit rows to wait
@@ -30,8 +28,8 @@ fn kill_9_at_random_moments_of_a_large_run() {
                 std::thread::sleep(delay);
                 format!("after {} ms", delay.as_millis())
             } else {
-                let target = rng.below(due.total() as u64) as i64;
-                let seen = job::wait_for_progress(&mut job, &mut watcher, target);
+                let (target, seen) =
+                    trial.wait_for_random_progress(&mut rng, &mut job, &mut watcher);
                 format!("at >= {target} audit rows (saw {seen})")
             };
             let was_running = job.running();
@@ -41,20 +39,20 @@ fn kill_9_at_random_moments_of_a_large_run() {
             notes.push(format!(
                 "{} due ({} profiles, {} accounts), kill -9 {moment}: {done} deletions \
                  committed{}; shape {:?}",
-                due.total(),
-                due.profiles,
-                due.users,
+                trial.due.total(),
+                trial.due.profiles,
+                trial.due.users,
                 if was_running {
                     ""
                 } else {
                     " (the run had ended)"
                 },
-                workload.shape
+                trial.workload.shape
             ));
             if !was_running && first.code != 0 {
                 result.fail(format!("ended on its own with {}", first.describe()));
             }
-            check_rerun_check(&workload, &mut result);
+            check_rerun_check(&trial.workload, &mut result);
             if was_running {
                 result.count("killed", 1);
                 break;

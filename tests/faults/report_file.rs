@@ -1,37 +1,23 @@
 //! The report file cannot be written (a full disk, a directory, no permission, EIO, a closed
 //! stdout, no journal): the deletions and their log lines go on.
 
-use crate::support::invariants::{self, Phase};
 use crate::support::job;
-use crate::support::workload::{self, Db};
-use crate::{RUN_FLAGS, fixed_shape};
+use crate::support::workload::Db;
+use crate::trial::{RUN_FLAGS, Trial};
 
-/// Runs the job with `--report-file path` (plus `extra`) on a fresh workload; asserts that it
-/// deletes everything, exits 0, warns on stderr, and logs one deletion line per deletion.
+/// Runs the job with `--report-file path` on a fresh workload; asserts that it deletes
+/// everything, exits 0, warns on stderr, and logs one deletion line per deletion.
 fn report_file_case(path: &str, warning: &str, seed: u64) {
-    let workload = workload::build_with(Db::shared("fault_report"), seed, 150, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
-    let mut flags = RUN_FLAGS.to_vec();
-    flags.extend(["--report-file", path]);
-    let run = job::run(&workload.db.url, &flags);
+    let trial = Trial::fixed(Db::shared("fault_report"), seed, 150);
+    let run = trial.spawn(&["--report-file", path]).wait(job::HANG_LIMIT);
     assert_eq!(run.code, 0, "{path}: {}", run.describe());
     assert!(
         run.stderr.contains(warning),
         "{path}: no warning {warning:?}: {}",
         run.describe()
     );
-    let logged = run
-        .stderr
-        .lines()
-        .filter(|line| line.starts_with("astegni-delete-expired: Deleted "))
-        .count();
-    assert_eq!(
-        logged as i64,
-        due.total(),
-        "{path}: one log line per deletion: {}",
-        run.describe()
-    );
+    let output = format!("{path}: {}", run.describe());
+    trial.assert_all_deleted_and_logged(&run.stderr, &output);
     assert!(
         run.stderr.contains("Run summary: COMPLETED: ")
             && run
@@ -40,11 +26,8 @@ fn report_file_case(path: &str, warning: &str, seed: u64) {
                 .last()
                 .unwrap_or_default()
                 .contains("COMPLETED"),
-        "{path}: {}",
-        run.describe()
+        "{output}"
     );
-    let violations = invariants::check(&workload.db, Phase::Final);
-    assert!(violations.is_empty(), "{path}: {violations:#?}");
 }
 
 #[test]
@@ -60,10 +43,8 @@ fn report_file_on_a_full_disk_does_not_stop_deletions_or_their_log() {
     if std::path::Path::new("/run/systemd/journal/socket").exists() {
         return;
     }
-    let workload = workload::build_with(Db::shared("fault_nojournal"), 27, 150, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
-    let mut args = vec!["--database-url", workload.db.url.as_str()];
+    let trial = Trial::fixed(Db::shared("fault_nojournal"), 27, 150);
+    let mut args = vec!["--database-url", trial.url()];
     args.extend(RUN_FLAGS);
     args.extend(["--log-target", "journal", "--report-file", "/dev/full"]);
     let run = job::spawn_args(&args, &[]).wait(job::HANG_LIMIT);
@@ -76,14 +57,7 @@ fn report_file_on_a_full_disk_does_not_stop_deletions_or_their_log() {
         "{}",
         run.describe()
     );
-    let logged = run
-        .stderr
-        .lines()
-        .filter(|line| line.starts_with("astegni-delete-expired: Deleted "))
-        .count();
-    assert_eq!(logged as i64, due.total(), "{}", run.describe());
-    let violations = invariants::check(&workload.db, Phase::Final);
-    assert!(violations.is_empty(), "{violations:#?}");
+    trial.assert_all_deleted_and_logged(&run.stderr, &run.describe());
 }
 
 #[test]
@@ -126,9 +100,7 @@ fn report_file_without_permission_does_not_stop_deletions_or_their_log() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&readonly, std::fs::Permissions::from_mode(0o555)).expect("chmod");
     let report = readonly.join("cron_deletions.log");
-    let workload = workload::build_with(Db::shared("fault_perm"), 25, 150, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
+    let trial = Trial::fixed(Db::shared("fault_perm"), 25, 150);
     let (command, args_prefix): (std::process::Command, Vec<String>) = if uid == "0" {
         // As root every file is writable: drop to nobody, with a copy of the binary it can
         // reach.
@@ -145,7 +117,7 @@ fn report_file_without_permission_does_not_stop_deletions_or_their_log() {
     let mut args: Vec<&str> = args_prefix.iter().map(String::as_str).collect();
     args.extend([
         "--database-url",
-        &workload.db.url,
+        trial.url(),
         "--log-target",
         "stderr",
         "--report-file",
@@ -161,30 +133,21 @@ fn report_file_without_permission_does_not_stop_deletions_or_their_log() {
         "{}",
         run.describe()
     );
-    let logged = run
-        .stderr
-        .lines()
-        .filter(|line| line.starts_with("astegni-delete-expired: Deleted "))
-        .count();
-    assert_eq!(logged as i64, due.total(), "{}", run.describe());
-    let violations = invariants::check(&workload.db, Phase::Final);
-    assert!(violations.is_empty(), "{violations:#?}");
+    trial.assert_all_deleted_and_logged(&run.stderr, &run.describe());
 }
 
 /// stdout closed under the job (`| head`, a dead log collector): the report write fails with
 /// EPIPE; the deletions and their log lines go on.
 #[test]
 fn closed_stdout_does_not_stop_deletions_or_their_log() {
-    let workload = workload::build_with(Db::shared("fault_epipe"), 26, 150, fixed_shape());
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
+    let trial = Trial::fixed(Db::shared("fault_epipe"), 26, 150);
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
     let stderr =
         std::env::temp_dir().join(format!("astegni-fault-epipe-{}.err", std::process::id()));
     let mut command = std::process::Command::new(job::exe());
     command
-        .args(["--database-url", &workload.db.url, "--log-target", "stderr"])
+        .args(["--database-url", trial.url(), "--log-target", "stderr"])
         .args(RUN_FLAGS)
         .env_remove("DATABASE_URL")
         .stdin(std::process::Stdio::null())
@@ -198,11 +161,5 @@ fn closed_stdout_does_not_stop_deletions_or_their_log() {
         text.contains("warning: cannot write the run report to stdout"),
         "{text}"
     );
-    let logged = text
-        .lines()
-        .filter(|line| line.starts_with("astegni-delete-expired: Deleted "))
-        .count();
-    assert_eq!(logged as i64, due.total(), "{text}");
-    let violations = invariants::check(&workload.db, Phase::Final);
-    assert!(violations.is_empty(), "{violations:#?}");
+    trial.assert_all_deleted_and_logged(&text, &text);
 }

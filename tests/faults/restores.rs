@@ -4,18 +4,16 @@ use std::time::Duration;
 
 use crate::support::invariants;
 use crate::support::job;
-use crate::support::workload;
-use crate::support::{self, Rng, TrialResult, run_trials};
-use crate::{LARGE, RUN_FLAGS, check_rerun_check, shared_workload};
+use crate::support::workload::{self, Db};
+use crate::support::{self, Rng, run_trials};
+use crate::trial::{LARGE, Trial};
 
 #[test]
 fn restores_committed_during_the_run_are_never_lost() {
     let totals = run_trials("restores_during_run", 3, 8, |seed| {
         let mut rng = Rng::new(seed);
-        let workload = shared_workload("fault_restore", seed, LARGE);
-        let due = invariants::due(&workload.db);
-        let mut result = TrialResult::default();
-        let mut app = workload.db.client();
+        let mut trial = Trial::random(Db::shared("fault_restore"), seed, LARGE);
+        let mut app = trial.client();
         // Candidates: due accounts, and due profiles of users whose account is not due (a
         // profile of a deleted account goes with the account).
         let mut candidates: Vec<(Option<(String, i64)>, i64)> = app
@@ -37,7 +35,7 @@ fn restores_committed_during_the_run_are_never_lost() {
             let j = rng.below(i as u64 + 1) as usize;
             candidates.swap(i, j);
         }
-        let mut job = job::spawn(&workload.db.url, &RUN_FLAGS);
+        let mut job = trial.spawn(&[]);
         let (mut committed, mut too_late) = (0u64, 0u64);
         let mut next = candidates.into_iter();
         while job.running() {
@@ -57,24 +55,25 @@ fn restores_committed_during_the_run_are_never_lost() {
         }
         let first = job.wait(job::HANG_LIMIT);
         if first.code != 0 {
-            result.fail(format!("the run with restores: {}", first.describe()));
+            trial
+                .result
+                .fail(format!("the run with restores: {}", first.describe()));
         }
-        let (profiles, users) = invariants::restored(&workload.db);
+        let (profiles, users) = invariants::restored(&trial.workload.db);
         if profiles + users != committed as i64 {
-            result.fail(format!(
+            trial.result.fail(format!(
                 "{committed} restores committed but {} recorded",
                 profiles + users
             ));
         }
-        result.count("restores_committed", committed);
-        result.count("restores_too_late", too_late);
-        result.note = format!(
+        trial.result.count("restores_committed", committed);
+        trial.result.count("restores_too_late", too_late);
+        trial.result.note = format!(
             "{} due; {committed} restores committed during the run ({profiles} roles, \
              {users} accounts), {too_late} came after the deletion",
-            due.total()
+            trial.due.total()
         );
-        check_rerun_check(&workload, &mut result);
-        result
+        trial.finish()
     });
     let committed = totals
         .iter()

@@ -4,11 +4,9 @@
 use std::time::Duration;
 
 use crate::support::cluster;
-use crate::support::invariants;
-use crate::support::job;
-use crate::support::workload::{self, Db};
-use crate::support::{Rng, TrialResult, run_trials};
-use crate::{LARGE, RUN_FLAGS, check_rerun_check, expect_broken_off};
+use crate::support::workload::Db;
+use crate::support::{Rng, run_trials};
+use crate::trial::{LARGE, Trial, expect_broken_off};
 
 #[test]
 fn server_restarted_mid_run() {
@@ -18,32 +16,30 @@ fn server_restarted_mid_run() {
         let mut rng = Rng::new(seed);
         n += 1;
         let name = format!("restart_{n}");
-        let workload = workload::build(Db::private(&cluster, &name), seed, LARGE);
-        invariants::snapshot(&workload.db, &workload.shape);
-        let due = invariants::due(&workload.db);
-        let mut result = TrialResult::default();
+        let mut trial = Trial::random(Db::private(&cluster, &name), seed, LARGE);
         // Alternate clean (fast) restarts and crashes (immediate).
         let mode = if n.is_multiple_of(2) {
             "immediate"
         } else {
             "fast"
         };
-        let target = rng.below(due.total() as u64) as i64;
-        let mut job = job::spawn(&workload.db.url, &RUN_FLAGS);
-        {
-            let mut watcher = workload.db.client();
-            job::wait_for_progress(&mut job, &mut watcher, target);
-        }
+        let mut job = trial.spawn(&[]);
+        let (target, _) = {
+            let mut watcher = trial.client();
+            trial.wait_for_random_progress(&mut rng, &mut job, &mut watcher)
+        };
         let was_running = job.running();
         cluster.restart(mode);
         let first = job.wait(Duration::from_secs(60));
         if first.hung {
-            result.fail(format!("hung after the restart: {}", first.describe()));
+            trial
+                .result
+                .fail(format!("hung after the restart: {}", first.describe()));
         }
         if was_running && first.code != 1 {
-            result.count("finished_anyway", 1);
+            trial.result.count("finished_anyway", 1);
         }
-        result.count(
+        trial.result.count(
             if mode == "fast" {
                 "restart_fast"
             } else {
@@ -51,14 +47,13 @@ fn server_restarted_mid_run() {
             },
             1,
         );
-        expect_broken_off(&first, &mut result);
-        result.note = format!(
+        expect_broken_off(&first, &mut trial.result);
+        trial.result.note = format!(
             "{} due, pg_ctl restart -m {mode} at >= {target} audit rows: exit {}",
-            due.total(),
+            trial.due.total(),
             first.code
         );
-        check_rerun_check(&workload, &mut result);
-        drop(workload);
+        let result = trial.finish();
         cluster.drop_db(&name);
         result
     });

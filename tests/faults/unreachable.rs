@@ -8,8 +8,8 @@ use crate::support::cluster;
 use crate::support::invariants::{self, Phase};
 use crate::support::job;
 use crate::support::poll_until;
-use crate::support::workload::{self, Db};
-use crate::{MEDIUM, fixed_shape};
+use crate::support::workload::Db;
+use crate::trial::{MEDIUM, Trial};
 
 /// Exit 75 after retrying for about `--connect-timeout` seconds, and not much longer.
 fn assert_unreachable(url: &str, secret: &str) {
@@ -109,17 +109,11 @@ fn a_server_that_accepts_but_never_answers_exits_75_within_the_connect_timeout()
 #[test]
 fn a_server_that_comes_up_during_the_connect_retries_is_used() {
     let cluster = cluster::start();
-    let workload = workload::build_with(
-        Db::private(&cluster, "late_start"),
-        31,
-        MEDIUM,
-        fixed_shape(),
-    );
-    invariants::snapshot(&workload.db, &workload.shape);
-    let due = invariants::due(&workload.db);
+    let trial = Trial::fixed(Db::private(&cluster, "late_start"), 31, MEDIUM);
+    let due = &trial.due;
     cluster.stop("fast");
     let job = job::spawn(
-        &workload.db.url,
+        trial.url(),
         &["--max-accounts", "0", "--connect-timeout", "60"],
     );
     assert!(
@@ -138,14 +132,13 @@ fn a_server_that_comes_up_during_the_connect_retries_is_used() {
         "{}",
         run.describe()
     );
-    let violations = invariants::check(&workload.db, Phase::Final);
+    let violations = invariants::check(&trial.workload.db, Phase::Final);
     assert!(violations.is_empty(), "{violations:#?}");
 
     // And a server that stays down: exit 75 within the timeout.
     cluster.stop("immediate");
     let started = Instant::now();
-    let run =
-        job::spawn(&workload.db.url, &["--connect-timeout", "2"]).wait(Duration::from_secs(30));
+    let run = job::spawn(trial.url(), &["--connect-timeout", "2"]).wait(Duration::from_secs(30));
     assert_eq!(run.code, 75, "{}", run.describe());
     assert!(
         started.elapsed() <= Duration::from_secs(4),
