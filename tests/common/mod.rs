@@ -13,8 +13,8 @@
 //! * [`certs`]: the TLS certificates, made fresh by every run;
 //! * [`api`]: what the tests use: [`TestDb`], [`TestRole`], [`run_job`] and
 //!   helpers, re-exported here (`common::TestDb`) with the server queries;
-//! * [`astegni`]: an Astegni-shaped database in each schema variant the job
-//!   must handle.
+//! * [`astegni`]: an Astegni-shaped database made from the one schema fixture
+//!   (`tests/fixtures/astegni.sql`), in each schema variant the job must handle.
 
 #![allow(dead_code)]
 

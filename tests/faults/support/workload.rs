@@ -2,18 +2,19 @@
 //! and whole-account requests (due, later, cancelled, completed), child rows that cascade, in
 //! a schema variant picked by the seed.
 //!
-//! The schema is the one of `tests/common/astegni.rs` (README "Schema expectations"); it is
-//! written here again because these databases must also live on a private cluster, which the
-//! fixture cannot target. Ids are explicit, so the same seed gives the same data. Every user
-//! has at most one profile per role, so "the role audit row of (user, role)" is well defined.
+//! The schema is the one fixture of every test database (`tests/fixtures/astegni.sql`, through
+//! [`astegni::schema_sql`]), in the variant of the [`Shape`]. Ids are explicit, so the same
+//! seed gives the same data. Every user has at most one profile per role, so "the role audit
+//! row of (user, role)" is well defined.
 
 use postgres::{Client, NoTls};
 
 use super::Rng;
 use super::cluster::PrivateCluster;
 use crate::common::TestDb;
+use crate::common::astegni::{self, Variant};
 
-pub const ROLES: [&str; 5] = ["student", "tutor", "parent", "advertiser", "user"];
+pub use crate::common::astegni::ROLES;
 
 /// A database on the shared test server (dropped with it) or on a private cluster.
 pub struct Db {
@@ -79,6 +80,19 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The fixture's variant for this shape: every table there, requests in the newer shape.
+    pub fn variant(&self) -> Variant {
+        Variant {
+            roles_type: self.roles_type,
+            id_type: self.id_type,
+            schedule_type: self.users_schedule,
+            with_advertiser: true,
+            requests: Some(true),
+            requests_on_delete: "CASCADE",
+            audit_table: self.audit_table,
+        }
+    }
+
     pub fn random(rng: &mut Rng) -> Shape {
         Shape {
             roles_type: ["json", "jsonb", "text[]", "varchar(50)[]"][rng.below(4) as usize],
@@ -111,70 +125,6 @@ impl Shape {
             format!("'{{{}}}'", roles.join(","))
         }
     }
-}
-
-/// The audit table exactly as the setup guide (and README) defines it.
-pub const AUDIT_DDL: &str = "CREATE TABLE deletion_audit_log (
-    id SERIAL PRIMARY KEY,
-    deletion_type VARCHAR(20),
-    user_id INTEGER,
-    user_email VARCHAR(255),
-    role_name VARCHAR(50),
-    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    automated BOOLEAN DEFAULT TRUE
-)";
-
-fn schema_sql(shape: &Shape) -> String {
-    let serial = if shape.id_type == "bigint" {
-        "bigserial"
-    } else {
-        "serial"
-    };
-    let fk = shape.id_type;
-    let mut sql = format!(
-        "CREATE TABLE users (id {serial} PRIMARY KEY, email varchar(255) UNIQUE,
-            first_name varchar(100), father_name varchar(100), roles {roles},
-            active_role varchar(50), is_active boolean DEFAULT TRUE,
-            account_status varchar(30) DEFAULT 'active', deactivated_at timestamp,
-            scheduled_deletion_at {schedule});
-         CREATE TABLE user_sessions (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
-         CREATE INDEX ON user_sessions (user_id);
-         CREATE TABLE notifications (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, body text);
-         CREATE INDEX ON notifications (user_id);\n",
-        roles = shape.roles_type,
-        schedule = shape.users_schedule,
-    );
-    for role in ROLES {
-        sql.push_str(&format!(
-            "CREATE TABLE {role}_profiles (id serial PRIMARY KEY,
-                user_id {fk} REFERENCES users(id) ON DELETE CASCADE,
-                is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp, bio text);
-             CREATE INDEX ON {role}_profiles (user_id);\n"
-        ));
-    }
-    sql.push_str(&format!(
-        "CREATE TABLE tutor_reviews (id serial PRIMARY KEY,
-            tutor_profile_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE,
-            rating integer);
-         CREATE INDEX ON tutor_reviews (tutor_profile_id);
-         CREATE TABLE account_deletion_requests (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            status varchar(20) DEFAULT 'pending', reasons json, other_reason text,
-            deletion_fee numeric(10,2), requested_at timestamp DEFAULT now(),
-            scheduled_deletion_at {schedule}, ip_address varchar(45), user_agent text,
-            cancelled_at timestamp, cancelled_by_login boolean, cancellation_reason text,
-            completed_at timestamp, role varchar(50), profile_id integer,
-            delete_user boolean DEFAULT TRUE);
-         CREATE INDEX ON account_deletion_requests (user_id);\n",
-        schedule = shape.users_schedule,
-    ));
-    if shape.audit_table {
-        sql.push_str(AUDIT_DDL);
-        sql.push_str(";\n");
-    }
-    sql
 }
 
 /// A past moment (due) or a future one (not due), as SQL.
@@ -258,7 +208,7 @@ pub fn build(db: Db, seed: u64, users: usize) -> Workload {
 /// Like [`build`] with a given shape.
 pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
     let mut rng = Rng::new(seed ^ 0x5eed_da7a);
-    db.exec(&schema_sql(&shape));
+    db.exec(&astegni::schema_sql(&shape.variant()));
     let mut user_rows = Inserts::new(
         "users (id, email, first_name, roles, active_role, is_active, account_status, \
          deactivated_at, scheduled_deletion_at)",
