@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::common::astegni::Variant;
 use crate::support::job;
-use crate::support::workload::{self, Db, Shape};
+use crate::support::workload::{self, Db};
 use crate::support::{Rng, poll_until, run_trials};
 use crate::trial::{self, LARGE, Trial, expect_broken_off, fixed_shape, job_waits_for_a_lock};
 
@@ -102,7 +103,7 @@ fn connection_lost_before_the_purge_is_exit_1_not_a_configuration_error() {
         Db::shared("fault_startlost"),
         51,
         50,
-        Shape {
+        Variant {
             audit_table: false,
             ..fixed_shape()
         },

@@ -4,11 +4,12 @@
 
 use postgres::Client;
 
+use crate::common::astegni::Variant;
 use crate::support::Rng;
 use crate::support::TrialResult;
 use crate::support::invariants::{self, Due, Phase};
 use crate::support::job::{self, Finished, Job};
-use crate::support::workload::{self, Db, Shape, Workload};
+use crate::support::workload::{self, Db, Workload};
 
 /// Users in a "large run": about 3000 due rows, a run of one to a few seconds.
 pub const LARGE: usize = 2500;
@@ -28,12 +29,10 @@ pub fn spawn(url: &str, extra: &[&str]) -> Job {
 
 /// The schema variant of the deterministic cases: production's (json roles, integer ids,
 /// naive timestamps, the audit table already there).
-pub fn fixed_shape() -> Shape {
-    Shape {
-        roles_type: "json",
-        id_type: "integer",
-        users_schedule: "timestamp",
+pub fn fixed_shape() -> Variant {
+    Variant {
         audit_table: true,
+        ..Variant::default()
     }
 }
 

@@ -24,7 +24,8 @@
 
 use postgres::{Client, Transaction};
 
-use super::workload::{Db, ROLES, Shape};
+use super::workload::{Db, ROLES};
+use crate::common::astegni::Variant;
 
 /// When the check runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub enum Phase {
 }
 
 /// Creates the `fault_check` schema and records what is due now.
-pub fn snapshot(db: &Db, shape: &Shape) {
+pub fn snapshot(db: &Db, shape: &Variant) {
     let profiles: Vec<String> = ROLES
         .iter()
         .map(|role| {

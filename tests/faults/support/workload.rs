@@ -3,10 +3,11 @@
 //! a schema variant picked by the seed.
 //!
 //! The schema is the one fixture of every test database (`tests/fixtures/astegni.sql`, through
-//! [`astegni::schema_sql`]), in the variant of the [`Shape`]. Ids are explicit, so the same
+//! [`astegni::schema_sql`]), in the [`Variant`] the seed picks. Ids are explicit, so the same
 //! seed gives the same data. Every user has at most one profile per role, so "the role audit
 //! row of (user, role)" is well defined.
 
+use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use super::Rng;
@@ -66,39 +67,17 @@ impl Db {
     }
 }
 
-/// The schema variant of a workload.
-#[derive(Clone, Debug)]
-pub struct Shape {
-    /// `json`, `jsonb`, `text[]` or `varchar(50)[]`.
-    pub roles_type: &'static str,
-    /// `integer` or `bigint`.
-    pub id_type: &'static str,
-    /// Type of `users.scheduled_deletion_at`: `timestamp` or `timestamptz`.
-    pub users_schedule: &'static str,
-    /// Whether `deletion_audit_log` exists before the run (else the job creates it).
-    pub audit_table: bool,
-}
-
-impl Shape {
-    /// The fixture's variant for this shape: every table there, requests in the newer shape.
-    pub fn variant(&self) -> Variant {
+/// The fault suite's side of the fixture's schema variants.
+impl Variant {
+    /// The variant a seed picks: a `roles` type, an id type and a schedule type the job must
+    /// handle, and the audit table there already three times in four.
+    pub fn random(rng: &mut Rng) -> Variant {
         Variant {
-            roles_type: self.roles_type,
-            id_type: self.id_type,
-            schedule_type: self.users_schedule,
-            with_advertiser: true,
-            requests: Some(true),
-            requests_on_delete: "CASCADE",
-            audit_table: self.audit_table,
-        }
-    }
-
-    pub fn random(rng: &mut Rng) -> Shape {
-        Shape {
             roles_type: ["json", "jsonb", "text[]", "varchar(50)[]"][rng.below(4) as usize],
             id_type: ["integer", "bigint"][rng.below(2) as usize],
-            users_schedule: ["timestamp", "timestamptz"][rng.below(2) as usize],
+            schedule_type: ["timestamp", "timestamptz"][rng.below(2) as usize],
             audit_table: rng.percent(75),
+            ..Variant::default()
         }
     }
 
@@ -193,7 +172,7 @@ pub struct Census {
 /// A seeded Astegni database.
 pub struct Workload {
     pub db: Db,
-    pub shape: Shape,
+    pub shape: Variant,
     pub seed: u64,
     pub census: Census,
 }
@@ -201,14 +180,14 @@ pub struct Workload {
 /// Creates the schema in `db` and fills it with about `users` users, seeded by `seed`.
 pub fn build(db: Db, seed: u64, users: usize) -> Workload {
     let mut rng = Rng::new(seed);
-    let shape = Shape::random(&mut rng);
+    let shape = Variant::random(&mut rng);
     build_with(db, seed, users, shape)
 }
 
 /// Like [`build`] with a given shape.
-pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
+pub fn build_with(db: Db, seed: u64, users: usize, shape: Variant) -> Workload {
     let mut rng = Rng::new(seed ^ 0x5eed_da7a);
-    db.exec(&astegni::schema_sql(&shape.variant()));
+    db.exec(&astegni::schema_sql(&shape));
     let mut user_rows = Inserts::new(
         "users (id, email, first_name, roles, active_role, is_active, account_status, \
          deactivated_at, scheduled_deletion_at)",
@@ -339,41 +318,17 @@ pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
             };
             profile_rows[table].push(format!("({id}, {user}, {active}, {schedule}, 'bio')"));
             let named = if rng.percent(50) { Some(id) } else { None };
-            match state {
+            let role_request = match state {
                 // Due by a role-only request.
-                30..=34 | 43..=54 => {
-                    let when = past(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "pending",
-                        when,
-                        Some((role, named)),
-                    );
-                }
+                30..=34 | 43..=54 => Some(("pending", past(&mut rng))),
                 // A role-only request for later.
-                55..=58 => {
-                    let when = future(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "pending",
-                        when,
-                        Some((role, named)),
-                    );
-                }
+                55..=58 => Some(("pending", future(&mut rng))),
                 // A cancelled role-only request in the past.
-                59..=60 => {
-                    let when = past(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "cancelled",
-                        when,
-                        Some((role, named)),
-                    );
-                }
-                _ => {}
+                59..=60 => Some(("cancelled", past(&mut rng))),
+                _ => None,
+            };
+            if let Some((status, when)) = role_request {
+                request(&mut request_rows, user, status, when, Some((role, named)));
             }
             if role == "tutor" && rng.percent(40) {
                 review_rows.push(format!("({id}, {})", rng.between(1, 5)));
@@ -417,14 +372,14 @@ pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
     }
 }
 
+/// One SQL statement and its parameters.
+type Statement<'a> = (&'a str, &'a [&'a (dyn ToSql + Sync)]);
+
 /// The application restoring a role ("Manage Role" cancelled): reactivates the profile and
 /// cancels the user's pending role-only requests for that role, in the order `rng` picks, and
 /// records the restore in `fault_check` in the same transaction. Returns whether the profile
 /// still existed (the restore committed); a profile the job already deleted is not restored.
 pub fn restore_profile(client: &mut Client, rng: &mut Rng, role: &str, id: i64, user: i64) -> bool {
-    let Ok(mut transaction) = client.transaction() else {
-        return false;
-    };
     let reactivate = format!(
         "UPDATE {role}_profiles SET is_active = TRUE, scheduled_deletion_at = NULL \
          WHERE id = $1::bigint"
@@ -433,57 +388,59 @@ pub fn restore_profile(client: &mut Client, rng: &mut Rng, role: &str, id: i64, 
                   cancelled_at = now() WHERE user_id = $1::bigint AND role = $2::text \
                   AND delete_user = FALSE AND status = 'pending' \
                   AND scheduled_deletion_at <= now()";
-    let cancel_first = rng.percent(50);
-    let result = (|| -> Result<bool, postgres::Error> {
-        if cancel_first {
-            transaction.execute(cancel, &[&user, &role])?;
-        }
-        let found = transaction.execute(&reactivate, &[&id])? == 1;
-        if !cancel_first {
-            transaction.execute(cancel, &[&user, &role])?;
-        }
-        transaction.execute(
-            "UPDATE fault_check.due_profile SET restored = TRUE \
-             WHERE role = $1::text AND id = $2::bigint",
-            &[&role, &id],
-        )?;
-        Ok(found)
-    })();
-    match result {
-        Ok(true) => transaction.commit().is_ok(),
-        _ => {
-            let _ = transaction.rollback();
-            false
-        }
-    }
+    let record = "UPDATE fault_check.due_profile SET restored = TRUE \
+                  WHERE role = $1::text AND id = $2::bigint";
+    restore(
+        client,
+        rng,
+        (&reactivate, &[&id]),
+        (cancel, &[&user, &role]),
+        (record, &[&role, &id]),
+    )
 }
 
 /// The application restoring an account (a login during the grace period): cancels the pending
 /// whole-account requests and reactivates the user, in the order `rng` picks, and records the
 /// restore in `fault_check`. Returns whether the user still existed (the restore committed).
 pub fn restore_user(client: &mut Client, rng: &mut Rng, user: i64) -> bool {
-    let Ok(mut transaction) = client.transaction() else {
-        return false;
-    };
     let reactivate = "UPDATE users SET account_status = 'active', is_active = TRUE, \
                       scheduled_deletion_at = NULL, deactivated_at = NULL WHERE id = $1::bigint";
     let cancel = "UPDATE account_deletion_requests SET status = 'cancelled', \
                   cancelled_at = now(), cancelled_by_login = TRUE WHERE user_id = $1::bigint \
                   AND delete_user IS NOT FALSE AND status = 'pending' \
                   AND scheduled_deletion_at <= now()";
+    let record = "UPDATE fault_check.due_user SET restored = TRUE WHERE id = $1::bigint";
+    restore(
+        client,
+        rng,
+        (reactivate, &[&user]),
+        (cancel, &[&user]),
+        (record, &[&user]),
+    )
+}
+
+/// A restore in one transaction: `reactivate` and `cancel` in the order `rng` picks, then
+/// `record`; committed only if `reactivate` found its row (else the job got there first).
+fn restore(
+    client: &mut Client,
+    rng: &mut Rng,
+    reactivate: Statement,
+    cancel: Statement,
+    record: Statement,
+) -> bool {
+    let Ok(mut transaction) = client.transaction() else {
+        return false;
+    };
     let cancel_first = rng.percent(50);
     let result = (|| -> Result<bool, postgres::Error> {
         if cancel_first {
-            transaction.execute(cancel, &[&user])?;
+            transaction.execute(cancel.0, cancel.1)?;
         }
-        let found = transaction.execute(reactivate, &[&user])? == 1;
+        let found = transaction.execute(reactivate.0, reactivate.1)? == 1;
         if !cancel_first {
-            transaction.execute(cancel, &[&user])?;
+            transaction.execute(cancel.0, cancel.1)?;
         }
-        transaction.execute(
-            "UPDATE fault_check.due_user SET restored = TRUE WHERE id = $1::bigint",
-            &[&user],
-        )?;
+        transaction.execute(record.0, record.1)?;
         Ok(found)
     })();
     match result {
