@@ -5,7 +5,7 @@
 //! report on stdout, and no change to the database.
 
 mod common;
-#[path = "fault_support/mod.rs"]
+#[path = "faults/support/mod.rs"]
 mod fault_support;
 
 use std::ffi::OsStr;

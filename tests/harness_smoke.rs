@@ -1,4 +1,4 @@
-//! Checks the test harness itself (tests/common/mod.rs) against the real
+//! Checks the test harness itself (tests/common/) against the real
 //! server it provides.
 
 mod common;

@@ -1,7 +1,7 @@
 //! TLS against the real test server: every `sslmode`, `sslrootcert`, and a server that
 //! refuses TLS.
 //!
-//! The throwaway cluster (tests/common/mod.rs) serves TLS with a certificate for
+//! The throwaway cluster (tests/common/) serves TLS with a certificate for
 //! `DNS:localhost` only, signed by its own CA ([`common::tls_ca_file`]); roles made with
 //! [`TcpAccess::TlsOnly`] are let in over TCP only with TLS (`hostssl`), roles made with
 //! [`TcpAccess::PlainOnly`] only without (`hostnossl`). A role that gets in only over TLS is

@@ -17,7 +17,10 @@
 //! (and, after step 3, deleted profiles whose role is still there). Every run first
 //! **replays** the intents it finds, before anything else: a profile still due is deleted
 //! (steps 2-4); one that no longer exists was deleted by the run that announced it, which did
-//! not complete it, so it is completed now; one that was restored is forgotten. So the role
+//! not complete it, so it is completed now; one that was restored is forgotten. The replay
+//! waits (up to `--lock-timeout`) for intents another transaction holds rather than skip
+//! them: a killed run's backend may hold them a moment longer, until it notices its client
+//! is gone and rolls back; a live run holding them completes them, and they are gone. So the role
 //! leaves `users.roles` only after its profile is gone, an audit row is written only for a
 //! profile that is gone, exactly once (with the intent's deletion, in one transaction), and
 //! a restore in the advertiser database before step 3 wins: the profile is not deleted and
@@ -140,8 +143,9 @@ impl<'a> AdvertiserWork<'a> {
         }
         let mut users = self.users.borrow_mut();
         let mut transaction = users.transaction()?;
+        let lock = steps::lock_intents(origin == Origin::Announced);
         let held: BTreeMap<i64, Option<i64>> = transaction
-            .query_typed(steps::LOCK_INTENTS, &[(&ids, Type::INT8_ARRAY)])?
+            .query_typed(&lock, &[(&ids, Type::INT8_ARRAY)])?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();

@@ -1,9 +1,12 @@
 //! An Astegni-shaped database for the tests, in each schema variant the job must handle.
 //!
-//! Written from the schema notes (README "Schema expectations"), not from the job's code: a
-//! `users` table whose `roles` column is json, jsonb, text[] or varchar[]; five profile tables
-//! (advertiser optional); child tables hanging off profiles and users with ON DELETE CASCADE;
-//! `account_deletion_requests` in its old or new shape.
+//! The tables come from the one schema fixture, `tests/fixtures/astegni.sql` (also loaded by
+//! the demo, the system test and the benchmark), written from the schema notes (README
+//! "Schema expectations"), not from the job's code. [`schema_sql`] fills in its marked
+//! values and sections for a [`Variant`]: a `roles` column of json, jsonb, text[] or
+//! varchar[]; integer or bigint ids; naive or zoned timestamps; advertiser profiles or not;
+//! `account_deletion_requests` absent or in its old or new shape; the audit table there
+//! already or not. [`Astegni`] adds rows and reads them back.
 
 use super::TestDb;
 
@@ -22,6 +25,8 @@ pub struct Variant {
     pub requests: Option<bool>,
     /// `ON DELETE` action of account_deletion_requests.user_id.
     pub requests_on_delete: &'static str,
+    /// Whether `deletion_audit_log` exists before the job runs (else the job creates it).
+    pub audit_table: bool,
 }
 
 impl Default for Variant {
@@ -33,6 +38,7 @@ impl Default for Variant {
             with_advertiser: true,
             requests: Some(true),
             requests_on_delete: "CASCADE",
+            audit_table: false,
         }
     }
 }
@@ -239,79 +245,148 @@ impl Astegni {
     }
 }
 
-fn schema_sql(variant: &Variant) -> String {
-    let id = if variant.id_type == "bigint" {
-        "bigserial"
-    } else {
-        "serial"
+/// The schema fixture every test database is made from; its header lists the marked values
+/// and sections that [`schema_sql`] fills in.
+const FIXTURE: &str = include_str!("../fixtures/astegni.sql");
+
+/// The fixture's DDL for `variant`. Values are checked before they go into the SQL (they name
+/// types and actions, never data), and every marked value and section must be in the fixture,
+/// so a fixture and a loader that drift apart fail here rather than in a test's assertions.
+pub fn schema_sql(variant: &Variant) -> String {
+    let id_serial = match variant.id_type {
+        "integer" => "serial",
+        "bigint" => "bigserial",
+        other => panic!("id type {other:?}: integer or bigint"),
     };
-    let fk = variant.id_type;
-    let ts = variant.schedule_type;
-    let mut sql = format!(
-        "CREATE TABLE users (
-            id {id} PRIMARY KEY,
-            email varchar(255) UNIQUE,
-            first_name varchar(100),
-            father_name varchar(100),
-            roles {roles},
-            active_role varchar(50),
-            is_active boolean DEFAULT TRUE,
-            account_status varchar(30) DEFAULT 'active',
-            deactivated_at timestamp,
-            scheduled_deletion_at {ts}
-        );
-        CREATE TABLE user_sessions (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
-        CREATE INDEX ON user_sessions (user_id);
-        CREATE TABLE notifications (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, body text);
-        CREATE INDEX ON notifications (user_id);
-        ",
-        roles = variant.roles_type
+    let on_delete = one_of(
+        "requests_on_delete",
+        variant.requests_on_delete,
+        &["CASCADE", "SET NULL", "RESTRICT", "NO ACTION"],
     );
-    for role in ROLES {
-        if role == "advertiser" && !variant.with_advertiser {
-            continue;
+    let values = [
+        ("id_serial", id_serial),
+        ("id_type", variant.id_type),
+        ("roles_type", type_name("roles_type", variant.roles_type)),
+        (
+            "schedule_type",
+            one_of(
+                "schedule_type",
+                variant.schedule_type,
+                &["timestamp", "timestamptz"],
+            ),
+        ),
+        (
+            "requests_user_not_null",
+            if on_delete == "SET NULL" {
+                ""
+            } else {
+                "NOT NULL"
+            },
+        ),
+        ("requests_on_delete", on_delete),
+    ];
+    let sections = [
+        ("advertiser", variant.with_advertiser),
+        ("requests", variant.requests.is_some()),
+        ("request_roles", variant.requests == Some(true)),
+        ("audit_log", variant.audit_table),
+    ];
+    for (name, _) in values {
+        let marker = format!("/*<{name}>*/");
+        assert!(FIXTURE.contains(&marker), "fixture: no value {marker}");
+    }
+    fill_values(&keep_sections(FIXTURE, &sections), &values)
+}
+
+fn one_of<'a>(what: &str, value: &'a str, allowed: &[&str]) -> &'a str {
+    assert!(
+        allowed.contains(&value),
+        "{what} {value:?}: one of {allowed:?}"
+    );
+    value
+}
+
+/// A type name such as `varchar(50)[]`: nothing that could end the column definition. Any
+/// type passes, wrong ones too, since tests check that the job refuses them.
+fn type_name<'a>(what: &str, value: &'a str) -> &'a str {
+    assert!(
+        !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "()[] ".contains(c)),
+        "{what} {value:?}: not a type name"
+    );
+    value
+}
+
+/// Leaves out the lines between `-- <name>` and `-- </name>` of each section that is off
+/// (the marker lines are SQL comments and stay).
+fn keep_sections(sql: &str, sections: &[(&str, bool)]) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut open: Vec<(&str, bool)> = Vec::new();
+    let mut seen = Vec::new();
+    for line in sql.lines() {
+        let marker = line
+            .trim()
+            .strip_prefix("-- <")
+            .and_then(|m| m.strip_suffix('>'));
+        match marker {
+            Some(name) if name.starts_with('/') => {
+                let (opened, _) = open
+                    .pop()
+                    .unwrap_or_else(|| panic!("fixture: {line} unopened"));
+                assert_eq!(&name[1..], opened, "fixture: {line} closes <{opened}>");
+            }
+            Some(name) => {
+                let (_, on) = sections
+                    .iter()
+                    .find(|(known, _)| *known == name)
+                    .unwrap_or_else(|| panic!("fixture: unknown section <{name}>"));
+                open.push((name, *on));
+                seen.push(name);
+            }
+            None => {}
         }
-        sql.push_str(&format!(
-            "CREATE TABLE {role}_profiles (id serial PRIMARY KEY,
-                user_id {fk} REFERENCES users(id) ON DELETE CASCADE,
-                is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp,
-                bio text);
-             CREATE INDEX ON {role}_profiles (user_id);
-            "
-        ));
+        if marker.is_some() || open.iter().all(|(_, on)| *on) {
+            out.push_str(line);
+            out.push('\n');
+        }
     }
-    sql.push_str(
-        "CREATE TABLE tutor_reviews (id serial PRIMARY KEY,
-            tutor_profile_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE,
-            rating integer);
-         CREATE INDEX ON tutor_reviews (tutor_profile_id);
-        ",
-    );
-    if let Some(per_role) = variant.requests {
-        let on_delete = variant.requests_on_delete;
-        let nullable = if on_delete == "SET NULL" {
-            ""
-        } else {
-            "NOT NULL"
-        };
-        let extra = if per_role {
-            ", role varchar(50), profile_id integer, delete_user boolean DEFAULT TRUE"
-        } else {
-            ""
-        };
-        sql.push_str(&format!(
-            "CREATE TABLE account_deletion_requests (id serial PRIMARY KEY,
-                user_id {fk} {nullable} REFERENCES users(id) ON DELETE {on_delete},
-                status varchar(20) DEFAULT 'pending', reasons json, other_reason text,
-                deletion_fee numeric(10,2), requested_at timestamp DEFAULT now(),
-                scheduled_deletion_at {ts}, ip_address varchar(45), user_agent text,
-                cancelled_at timestamp, cancelled_by_login boolean,
-                cancellation_reason text, completed_at timestamp{extra});
-             CREATE INDEX ON account_deletion_requests (user_id);
-            "
-        ));
+    assert!(open.is_empty(), "fixture: section {open:?} not closed");
+    for (name, _) in sections {
+        assert!(seen.contains(name), "fixture: no section <{name}>");
     }
-    sql
+    out
+}
+
+/// Replaces each `/*<name>*/default/*</name>*/` (on one line, outside `--` comments) with the
+/// value of `name`.
+fn fill_values(sql: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(sql.len());
+    for line in sql.lines() {
+        let mut rest = line;
+        if !line.trim_start().starts_with("--") {
+            while let Some(start) = rest.find("/*<") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 3..];
+                let name = after
+                    .find(">*/")
+                    .map(|end| &after[..end])
+                    .unwrap_or_else(|| panic!("fixture: unterminated marker in {line:?}"));
+                let close = format!("/*</{name}>*/");
+                let value_end = after
+                    .find(&close)
+                    .unwrap_or_else(|| panic!("fixture: /*<{name}>*/ without {close}: {line:?}"));
+                let (_, value) = values
+                    .iter()
+                    .find(|(known, _)| *known == name)
+                    .unwrap_or_else(|| panic!("fixture: unknown value <{name}>"));
+                out.push_str(value);
+                rest = &after[value_end + close.len()..];
+            }
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
 }

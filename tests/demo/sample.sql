@@ -1,39 +1,5 @@
--- A small Astegni-shaped database for the README's one-minute demo.
--- Shape as in production (see README "Schema expectations"): json roles, naive timestamps,
--- five profile tables, child tables with ON DELETE CASCADE, account_deletion_requests with
--- the per-role columns.
-CREATE TABLE users (
-    id serial PRIMARY KEY,
-    email varchar(255) UNIQUE,
-    first_name varchar(100),
-    father_name varchar(100),
-    roles json,
-    active_role varchar(50),
-    is_active boolean DEFAULT TRUE,
-    account_status varchar(30) DEFAULT 'active',
-    deactivated_at timestamp,
-    scheduled_deletion_at timestamp
-);
-CREATE TABLE student_profiles (id serial PRIMARY KEY, user_id integer REFERENCES users(id) ON DELETE CASCADE,
-    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE tutor_profiles (id serial PRIMARY KEY, user_id integer REFERENCES users(id) ON DELETE CASCADE,
-    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE parent_profiles (id serial PRIMARY KEY, user_id integer REFERENCES users(id) ON DELETE CASCADE,
-    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE advertiser_profiles (id serial PRIMARY KEY, user_id integer REFERENCES users(id) ON DELETE CASCADE,
-    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE user_profiles (id serial PRIMARY KEY, user_id integer REFERENCES users(id) ON DELETE CASCADE,
-    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE tutor_reviews (id serial PRIMARY KEY,
-    tutor_profile_id integer REFERENCES tutor_profiles(id) ON DELETE CASCADE, rating integer);
-CREATE TABLE user_sessions (id serial PRIMARY KEY,
-    user_id integer REFERENCES users(id) ON DELETE CASCADE, token text);
-CREATE TABLE account_deletion_requests (
-    id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    status varchar(20) DEFAULT 'pending', reasons json, other_reason text, deletion_fee numeric(10,2),
-    requested_at timestamp DEFAULT now(), scheduled_deletion_at timestamp, ip_address varchar(45),
-    user_agent text, cancelled_at timestamp, cancelled_by_login boolean, cancellation_reason text,
-    completed_at timestamp, role varchar(50), profile_id integer, delete_user boolean DEFAULT TRUE);
+-- The README's one-minute demo's data, loaded after the schema fixture
+-- (tests/fixtures/astegni.sql: production's shape, json roles, naive timestamps).
 
 INSERT INTO users (id, email, first_name, roles, active_role, account_status, scheduled_deletion_at) VALUES
  (1, 'abebe@example.com',  'Abebe',  '["user","tutor","student"]', 'tutor',   'active', NULL),

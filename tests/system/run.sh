@@ -298,53 +298,8 @@ CREATE DATABASE astegni_user_db OWNER astegni_user;
 -- For the Unix-socket run: peer authentication as the service user.
 CREATE ROLE "$SVC_USER" LOGIN;
 SQL
-psql_db <<'SQL' || die "loading the fixture"
-SET ROLE astegni_user;
-CREATE TABLE users (
-    id serial PRIMARY KEY,
-    email varchar(255) UNIQUE,
-    first_name varchar(100),
-    father_name varchar(100),
-    roles json,
-    active_role varchar(50),
-    is_active boolean DEFAULT TRUE,
-    account_status varchar(30) DEFAULT 'active',
-    deactivated_at timestamp,
-    scheduled_deletion_at timestamp
-);
-CREATE TABLE student_profiles    (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE tutor_profiles      (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE parent_profiles     (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE advertiser_profiles (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE user_profiles       (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
-CREATE TABLE tutor_reviews (id serial PRIMARY KEY, tutor_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE, body text);
-CREATE TABLE user_sessions (id serial PRIMARY KEY, user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
-CREATE TABLE account_deletion_requests (
-    id serial PRIMARY KEY,
-    user_id integer NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    status varchar(20) DEFAULT 'pending',
-    reasons json,
-    other_reason text,
-    deletion_fee numeric(10,2) DEFAULT 200.00,
-    requested_at timestamp DEFAULT LOCALTIMESTAMP,
-    scheduled_deletion_at timestamp,
-    ip_address varchar(45),
-    user_agent text,
-    cancelled_at timestamp,
-    cancelled_by_login boolean DEFAULT FALSE,
-    cancellation_reason text,
-    completed_at timestamp
-);
-CREATE TABLE deletion_audit_log (
-    id SERIAL PRIMARY KEY,
-    deletion_type VARCHAR(20),
-    user_id INTEGER,
-    user_email VARCHAR(255),
-    role_name VARCHAR(50),
-    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    automated BOOLEAN DEFAULT TRUE
-);
-
+# This test's rows, loaded after the schema fixture as it is (production's shape).
+rows=$(cat <<'SQL'
 -- 1 alice: tutor role due (inactive, past)          -> tutor profile deleted
 -- 2 bob:   parent role scheduled in the future      -> kept
 -- 3 carol: student role restored (active again)     -> kept
@@ -378,7 +333,7 @@ INSERT INTO advertiser_profiles (id, user_id, is_active, scheduled_deletion_at) 
  (401, 8, FALSE, LOCALTIMESTAMP - interval '1 hour');
 INSERT INTO user_profiles (id, user_id) VALUES
  (501, 1), (502, 2), (503, 3), (504, 4), (505, 5), (506, 6), (507, 7), (508, 8), (509, 9);
-INSERT INTO tutor_reviews (tutor_id, body) VALUES (101, 'great tutor'), (102, 'patient');
+INSERT INTO tutor_reviews (tutor_profile_id, rating) VALUES (101, 5), (102, 4);
 INSERT INTO user_sessions (user_id, token) VALUES (1, 't1'), (4, 't4'), (6, 't6'), (9, 't9');
 INSERT INTO account_deletion_requests (user_id, status, reasons, scheduled_deletion_at, cancelled_at) VALUES
  (4, 'pending',   '["not_useful"]', LOCALTIMESTAMP - interval '1 day',   NULL),
@@ -389,6 +344,9 @@ RESET ROLE;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "astegni-delete-expired";
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "astegni-delete-expired";
 SQL
+)
+{ echo 'SET ROLE astegni_user;'; cat "$REPO/tests/fixtures/astegni.sql"; echo "$rows"; } |
+    psql_db || die "loading the fixture"
 pass "database astegni_user_db loaded (5 due deletions, 5 rows not due)"
 
 log "writing $CONF (a local edit of the conffile)"
@@ -474,7 +432,7 @@ check_eq "not-due account and requests untouched" \
 check_eq "no due request left pending" "0" \
     "$(sql "SELECT count(*) FROM account_deletion_requests WHERE user_id IN (4, 9) AND status <> 'completed'")"
 check_eq "cascades: reviews and sessions of deleted rows gone" "?;1" \
-    "$(sql "SELECT coalesce((SELECT string_agg(tutor_id::text, ',') FROM tutor_reviews), '') || '?;' || (SELECT string_agg(user_id::text, ',') FROM user_sessions)")"
+    "$(sql "SELECT coalesce((SELECT string_agg(tutor_profile_id::text, ',') FROM tutor_reviews), '') || '?;' || (SELECT string_agg(user_id::text, ',') FROM user_sessions)")"
 check_eq "audit log: 2 role and 3 account rows" "account:3;role:2" \
     "$(sql "SELECT string_agg(deletion_type || ':' || n, ';' ORDER BY deletion_type) FROM (SELECT deletion_type, count(*) n FROM deletion_audit_log GROUP BY 1) a")"
 

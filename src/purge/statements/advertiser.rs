@@ -85,16 +85,23 @@ pub const ANNOUNCED: &str =
     "SELECT profile_id FROM advertiser_deletion_intents ORDER BY profile_id";
 
 /// In the user database, in the transaction that will complete them: locks the intents of
-/// profiles `$1` and their users, skipping rows others hold; returns (profile id, user id)
-/// of those whose intent and user (if it exists) it holds.
-pub const LOCK_INTENTS: &str = "WITH intents AS MATERIALIZED (SELECT i.profile_id, i.user_id \
-     FROM advertiser_deletion_intents i WHERE i.profile_id = ANY($1::bigint[]) \
-     FOR UPDATE SKIP LOCKED), \
-     locked_users AS MATERIALIZED (SELECT u.id FROM users u \
-     WHERE u.id = ANY (ARRAY(SELECT user_id FROM intents)) ORDER BY u.id FOR UPDATE SKIP LOCKED) \
-     SELECT i.profile_id, i.user_id FROM intents i WHERE i.user_id IS NULL \
-     OR i.user_id IN (SELECT id FROM locked_users) \
-     OR NOT EXISTS (SELECT 1 FROM users x WHERE x.id = i.user_id) ORDER BY 1";
+/// profiles `$1` and their users, skipping rows others hold (`skip`), or waiting for them:
+/// an intent left by an interrupted run may still be held by its backend, which has not yet
+/// noticed that its client is gone. Returns (profile id, user id) of those whose intent and
+/// user (if it exists) it holds.
+pub fn lock_intents(skip: bool) -> String {
+    let how = if skip { " SKIP LOCKED" } else { "" };
+    format!(
+        "WITH intents AS MATERIALIZED (SELECT i.profile_id, i.user_id \
+         FROM advertiser_deletion_intents i WHERE i.profile_id = ANY($1::bigint[]) \
+         ORDER BY i.profile_id FOR UPDATE{how}), \
+         locked_users AS MATERIALIZED (SELECT u.id FROM users u \
+         WHERE u.id = ANY (ARRAY(SELECT user_id FROM intents)) ORDER BY u.id FOR UPDATE{how}) \
+         SELECT i.profile_id, i.user_id FROM intents i WHERE i.user_id IS NULL \
+         OR i.user_id IN (SELECT id FROM locked_users) \
+         OR NOT EXISTS (SELECT 1 FROM users x WHERE x.id = i.user_id) ORDER BY 1"
+    )
+}
 
 /// In the user database: completes the deletions of profiles `$1` of users `$3` (role `$2`)
 /// that are gone from the advertiser database (removes the role, fixes `active_role`,

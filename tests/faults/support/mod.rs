@@ -1,4 +1,4 @@
-//! Support for the fault-injection suite (`tests/faults.rs`, `tests/fault_inputs.rs`).
+//! Support for the fault-injection suite (`tests/faults/`, `tests/fault_inputs.rs`).
 //!
 //! * [`Rng`]: a small seeded PRNG (SplitMix64), so every trial is repeatable from its seed.
 //! * [`trial_seeds`] / [`run_trials`]: how many trials a test runs and with which seeds:

@@ -2,18 +2,20 @@
 //! and whole-account requests (due, later, cancelled, completed), child rows that cascade, in
 //! a schema variant picked by the seed.
 //!
-//! The schema is the one of `tests/common/astegni.rs` (README "Schema expectations"); it is
-//! written here again because these databases must also live on a private cluster, which the
-//! fixture cannot target. Ids are explicit, so the same seed gives the same data. Every user
-//! has at most one profile per role, so "the role audit row of (user, role)" is well defined.
+//! The schema is the one fixture of every test database (`tests/fixtures/astegni.sql`, through
+//! [`astegni::schema_sql`]), in the [`Variant`] the seed picks. Ids are explicit, so the same
+//! seed gives the same data. Every user has at most one profile per role, so "the role audit
+//! row of (user, role)" is well defined.
 
+use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use super::Rng;
 use super::cluster::PrivateCluster;
 use crate::common::TestDb;
+use crate::common::astegni::{self, Variant};
 
-pub const ROLES: [&str; 5] = ["student", "tutor", "parent", "advertiser", "user"];
+pub use crate::common::astegni::ROLES;
 
 /// A database on the shared test server (dropped with it) or on a private cluster.
 pub struct Db {
@@ -65,26 +67,17 @@ impl Db {
     }
 }
 
-/// The schema variant of a workload.
-#[derive(Clone, Debug)]
-pub struct Shape {
-    /// `json`, `jsonb`, `text[]` or `varchar(50)[]`.
-    pub roles_type: &'static str,
-    /// `integer` or `bigint`.
-    pub id_type: &'static str,
-    /// Type of `users.scheduled_deletion_at`: `timestamp` or `timestamptz`.
-    pub users_schedule: &'static str,
-    /// Whether `deletion_audit_log` exists before the run (else the job creates it).
-    pub audit_table: bool,
-}
-
-impl Shape {
-    pub fn random(rng: &mut Rng) -> Shape {
-        Shape {
+/// The fault suite's side of the fixture's schema variants.
+impl Variant {
+    /// The variant a seed picks: a `roles` type, an id type and a schedule type the job must
+    /// handle, and the audit table there already three times in four.
+    pub fn random(rng: &mut Rng) -> Variant {
+        Variant {
             roles_type: ["json", "jsonb", "text[]", "varchar(50)[]"][rng.below(4) as usize],
             id_type: ["integer", "bigint"][rng.below(2) as usize],
-            users_schedule: ["timestamp", "timestamptz"][rng.below(2) as usize],
+            schedule_type: ["timestamp", "timestamptz"][rng.below(2) as usize],
             audit_table: rng.percent(75),
+            ..Variant::default()
         }
     }
 
@@ -111,70 +104,6 @@ impl Shape {
             format!("'{{{}}}'", roles.join(","))
         }
     }
-}
-
-/// The audit table exactly as the setup guide (and README) defines it.
-pub const AUDIT_DDL: &str = "CREATE TABLE deletion_audit_log (
-    id SERIAL PRIMARY KEY,
-    deletion_type VARCHAR(20),
-    user_id INTEGER,
-    user_email VARCHAR(255),
-    role_name VARCHAR(50),
-    deleted_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    automated BOOLEAN DEFAULT TRUE
-)";
-
-fn schema_sql(shape: &Shape) -> String {
-    let serial = if shape.id_type == "bigint" {
-        "bigserial"
-    } else {
-        "serial"
-    };
-    let fk = shape.id_type;
-    let mut sql = format!(
-        "CREATE TABLE users (id {serial} PRIMARY KEY, email varchar(255) UNIQUE,
-            first_name varchar(100), father_name varchar(100), roles {roles},
-            active_role varchar(50), is_active boolean DEFAULT TRUE,
-            account_status varchar(30) DEFAULT 'active', deactivated_at timestamp,
-            scheduled_deletion_at {schedule});
-         CREATE TABLE user_sessions (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, token text);
-         CREATE INDEX ON user_sessions (user_id);
-         CREATE TABLE notifications (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE, body text);
-         CREATE INDEX ON notifications (user_id);\n",
-        roles = shape.roles_type,
-        schedule = shape.users_schedule,
-    );
-    for role in ROLES {
-        sql.push_str(&format!(
-            "CREATE TABLE {role}_profiles (id serial PRIMARY KEY,
-                user_id {fk} REFERENCES users(id) ON DELETE CASCADE,
-                is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp, bio text);
-             CREATE INDEX ON {role}_profiles (user_id);\n"
-        ));
-    }
-    sql.push_str(&format!(
-        "CREATE TABLE tutor_reviews (id serial PRIMARY KEY,
-            tutor_profile_id integer NOT NULL REFERENCES tutor_profiles(id) ON DELETE CASCADE,
-            rating integer);
-         CREATE INDEX ON tutor_reviews (tutor_profile_id);
-         CREATE TABLE account_deletion_requests (id serial PRIMARY KEY,
-            user_id {fk} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            status varchar(20) DEFAULT 'pending', reasons json, other_reason text,
-            deletion_fee numeric(10,2), requested_at timestamp DEFAULT now(),
-            scheduled_deletion_at {schedule}, ip_address varchar(45), user_agent text,
-            cancelled_at timestamp, cancelled_by_login boolean, cancellation_reason text,
-            completed_at timestamp, role varchar(50), profile_id integer,
-            delete_user boolean DEFAULT TRUE);
-         CREATE INDEX ON account_deletion_requests (user_id);\n",
-        schedule = shape.users_schedule,
-    ));
-    if shape.audit_table {
-        sql.push_str(AUDIT_DDL);
-        sql.push_str(";\n");
-    }
-    sql
 }
 
 /// A past moment (due) or a future one (not due), as SQL.
@@ -243,22 +172,83 @@ pub struct Census {
 /// A seeded Astegni database.
 pub struct Workload {
     pub db: Db,
-    pub shape: Shape,
+    pub shape: Variant,
     pub seed: u64,
     pub census: Census,
+    /// Whether it has the production traits (keys that do not cascade, at depth 1 and 2,
+    /// with rows behind them) and the job runs with `--foreign-keys delete`.
+    pub plan: bool,
 }
 
-/// Creates the schema in `db` and fills it with about `users` users, seeded by `seed`.
+impl Workload {
+    /// The flags the job needs on this workload besides the suite's.
+    pub fn job_flags(&self) -> &'static [&'static str] {
+        if self.plan {
+            &["--foreign-keys", "delete"]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// Creates the schema in `db` and fills it with about `users` users, seeded by `seed`; half
+/// the seeds add the production traits (see [`add_production_traits`]).
 pub fn build(db: Db, seed: u64, users: usize) -> Workload {
     let mut rng = Rng::new(seed);
-    let shape = Shape::random(&mut rng);
-    build_with(db, seed, users, shape)
+    let shape = Variant::random(&mut rng);
+    let plan = rng.percent(50);
+    let mut workload = build_with(db, seed, users, shape);
+    if plan {
+        add_production_traits(&workload.db, seed);
+        workload.plan = true;
+    }
+    workload
+}
+
+/// Foreign keys that do not cascade, as in production, with rows behind them: the tutor and
+/// student profiles' `user_id` becomes NO ACTION; users get refresh tokens (NO ACTION, no
+/// index) and playlists (NO ACTION) with videos (NO ACTION, one level down); tutor profiles
+/// get reels (CASCADE) with chapters (NO ACTION, one level down). Deterministic per seed.
+pub fn add_production_traits(db: &Db, seed: u64) {
+    let salt = (seed % 1_000_000) as i64;
+    db.exec(&format!(
+        "ALTER TABLE tutor_profiles DROP CONSTRAINT tutor_profiles_user_id_fkey,
+             ADD CONSTRAINT tutor_profiles_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id);
+         ALTER TABLE student_profiles DROP CONSTRAINT student_profiles_user_id_fkey,
+             ADD CONSTRAINT student_profiles_user_id_fkey FOREIGN KEY (user_id)
+             REFERENCES users (id);
+         CREATE TABLE refresh_tokens (id serial PRIMARY KEY,
+             user_id bigint NOT NULL REFERENCES users (id), token text);
+         CREATE TABLE playlists (id serial PRIMARY KEY,
+             user_id bigint NOT NULL REFERENCES users (id), title text);
+         CREATE INDEX ON playlists (user_id);
+         CREATE TABLE playlist_videos (id serial PRIMARY KEY,
+             playlist_id integer NOT NULL REFERENCES playlists (id), url text);
+         CREATE INDEX ON playlist_videos (playlist_id);
+         CREATE TABLE video_reels (id serial PRIMARY KEY,
+             tutor_profile_id integer NOT NULL REFERENCES tutor_profiles (id) ON DELETE CASCADE);
+         CREATE INDEX ON video_reels (tutor_profile_id);
+         CREATE TABLE video_chapters (id serial PRIMARY KEY,
+             reel_id integer NOT NULL REFERENCES video_reels (id), title text);
+         CREATE INDEX ON video_chapters (reel_id);
+         INSERT INTO refresh_tokens (user_id, token)
+             SELECT id, 't' || id FROM users WHERE (id * 7 + {salt}) % 10 < 4;
+         WITH p AS (INSERT INTO playlists (user_id, title)
+                    SELECT id, 'p' || id FROM users WHERE (id * 3 + {salt}) % 10 < 2 RETURNING id)
+         INSERT INTO playlist_videos (playlist_id, url)
+             SELECT id, 'v' || n FROM p, generate_series(1, 2) n;
+         WITH r AS (INSERT INTO video_reels (tutor_profile_id)
+                    SELECT id FROM tutor_profiles WHERE (id + {salt}) % 2 = 0 RETURNING id)
+         INSERT INTO video_chapters (reel_id, title) SELECT id, 'c' || n FROM r,
+             generate_series(1, 2) n;
+         ANALYZE;"
+    ));
 }
 
 /// Like [`build`] with a given shape.
-pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
+pub fn build_with(db: Db, seed: u64, users: usize, shape: Variant) -> Workload {
     let mut rng = Rng::new(seed ^ 0x5eed_da7a);
-    db.exec(&schema_sql(&shape));
+    db.exec(&astegni::schema_sql(&shape));
     let mut user_rows = Inserts::new(
         "users (id, email, first_name, roles, active_role, is_active, account_status, \
          deactivated_at, scheduled_deletion_at)",
@@ -389,41 +379,17 @@ pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
             };
             profile_rows[table].push(format!("({id}, {user}, {active}, {schedule}, 'bio')"));
             let named = if rng.percent(50) { Some(id) } else { None };
-            match state {
+            let role_request = match state {
                 // Due by a role-only request.
-                30..=34 | 43..=54 => {
-                    let when = past(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "pending",
-                        when,
-                        Some((role, named)),
-                    );
-                }
+                30..=34 | 43..=54 => Some(("pending", past(&mut rng))),
                 // A role-only request for later.
-                55..=58 => {
-                    let when = future(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "pending",
-                        when,
-                        Some((role, named)),
-                    );
-                }
+                55..=58 => Some(("pending", future(&mut rng))),
                 // A cancelled role-only request in the past.
-                59..=60 => {
-                    let when = past(&mut rng);
-                    request(
-                        &mut request_rows,
-                        user,
-                        "cancelled",
-                        when,
-                        Some((role, named)),
-                    );
-                }
-                _ => {}
+                59..=60 => Some(("cancelled", past(&mut rng))),
+                _ => None,
+            };
+            if let Some((status, when)) = role_request {
+                request(&mut request_rows, user, status, when, Some((role, named)));
             }
             if role == "tutor" && rng.percent(40) {
                 review_rows.push(format!("({id}, {})", rng.between(1, 5)));
@@ -464,17 +430,18 @@ pub fn build_with(db: Db, seed: u64, users: usize, shape: Shape) -> Workload {
         shape,
         seed,
         census,
+        plan: false,
     }
 }
+
+/// One SQL statement and its parameters.
+type Statement<'a> = (&'a str, &'a [&'a (dyn ToSql + Sync)]);
 
 /// The application restoring a role ("Manage Role" cancelled): reactivates the profile and
 /// cancels the user's pending role-only requests for that role, in the order `rng` picks, and
 /// records the restore in `fault_check` in the same transaction. Returns whether the profile
 /// still existed (the restore committed); a profile the job already deleted is not restored.
 pub fn restore_profile(client: &mut Client, rng: &mut Rng, role: &str, id: i64, user: i64) -> bool {
-    let Ok(mut transaction) = client.transaction() else {
-        return false;
-    };
     let reactivate = format!(
         "UPDATE {role}_profiles SET is_active = TRUE, scheduled_deletion_at = NULL \
          WHERE id = $1::bigint"
@@ -483,57 +450,59 @@ pub fn restore_profile(client: &mut Client, rng: &mut Rng, role: &str, id: i64, 
                   cancelled_at = now() WHERE user_id = $1::bigint AND role = $2::text \
                   AND delete_user = FALSE AND status = 'pending' \
                   AND scheduled_deletion_at <= now()";
-    let cancel_first = rng.percent(50);
-    let result = (|| -> Result<bool, postgres::Error> {
-        if cancel_first {
-            transaction.execute(cancel, &[&user, &role])?;
-        }
-        let found = transaction.execute(&reactivate, &[&id])? == 1;
-        if !cancel_first {
-            transaction.execute(cancel, &[&user, &role])?;
-        }
-        transaction.execute(
-            "UPDATE fault_check.due_profile SET restored = TRUE \
-             WHERE role = $1::text AND id = $2::bigint",
-            &[&role, &id],
-        )?;
-        Ok(found)
-    })();
-    match result {
-        Ok(true) => transaction.commit().is_ok(),
-        _ => {
-            let _ = transaction.rollback();
-            false
-        }
-    }
+    let record = "UPDATE fault_check.due_profile SET restored = TRUE \
+                  WHERE role = $1::text AND id = $2::bigint";
+    restore(
+        client,
+        rng,
+        (&reactivate, &[&id]),
+        (cancel, &[&user, &role]),
+        (record, &[&role, &id]),
+    )
 }
 
 /// The application restoring an account (a login during the grace period): cancels the pending
 /// whole-account requests and reactivates the user, in the order `rng` picks, and records the
 /// restore in `fault_check`. Returns whether the user still existed (the restore committed).
 pub fn restore_user(client: &mut Client, rng: &mut Rng, user: i64) -> bool {
-    let Ok(mut transaction) = client.transaction() else {
-        return false;
-    };
     let reactivate = "UPDATE users SET account_status = 'active', is_active = TRUE, \
                       scheduled_deletion_at = NULL, deactivated_at = NULL WHERE id = $1::bigint";
     let cancel = "UPDATE account_deletion_requests SET status = 'cancelled', \
                   cancelled_at = now(), cancelled_by_login = TRUE WHERE user_id = $1::bigint \
                   AND delete_user IS NOT FALSE AND status = 'pending' \
                   AND scheduled_deletion_at <= now()";
+    let record = "UPDATE fault_check.due_user SET restored = TRUE WHERE id = $1::bigint";
+    restore(
+        client,
+        rng,
+        (reactivate, &[&user]),
+        (cancel, &[&user]),
+        (record, &[&user]),
+    )
+}
+
+/// A restore in one transaction: `reactivate` and `cancel` in the order `rng` picks, then
+/// `record`; committed only if `reactivate` found its row (else the job got there first).
+fn restore(
+    client: &mut Client,
+    rng: &mut Rng,
+    reactivate: Statement,
+    cancel: Statement,
+    record: Statement,
+) -> bool {
+    let Ok(mut transaction) = client.transaction() else {
+        return false;
+    };
     let cancel_first = rng.percent(50);
     let result = (|| -> Result<bool, postgres::Error> {
         if cancel_first {
-            transaction.execute(cancel, &[&user])?;
+            transaction.execute(cancel.0, cancel.1)?;
         }
-        let found = transaction.execute(reactivate, &[&user])? == 1;
+        let found = transaction.execute(reactivate.0, reactivate.1)? == 1;
         if !cancel_first {
-            transaction.execute(cancel, &[&user])?;
+            transaction.execute(cancel.0, cancel.1)?;
         }
-        transaction.execute(
-            "UPDATE fault_check.due_user SET restored = TRUE WHERE id = $1::bigint",
-            &[&user],
-        )?;
+        transaction.execute(record.0, record.1)?;
         Ok(found)
     })();
     match result {

@@ -11,7 +11,9 @@
 //! * `kept_profile`, `kept_user`: what is not due (profiles of users that are not due either:
 //!   a profile of a deleted account goes with it by `ON DELETE CASCADE`);
 //! * `roles_before(user_id, role)`: `users.roles`, as text, whatever the column type;
-//! * `request_before`: every request with its status and whether it was due.
+//! * `request_before`: every request with its status and whether it was due;
+//! * `dependents_before(tab, owner, n)`: with the production traits, the rows of the tables
+//!   behind keys that do not cascade, per owning user or tutor profile.
 //!
 //! The application's restores during a run set `restored` in the same transaction as the
 //! restore (see `workload::restore_profile`), so a restore is recorded if and only if it
@@ -24,7 +26,8 @@
 
 use postgres::{Client, Transaction};
 
-use super::workload::{Db, ROLES, Shape};
+use super::workload::{Db, ROLES};
+use crate::common::astegni::Variant;
 
 /// When the check runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,7 @@ pub enum Phase {
 }
 
 /// Creates the `fault_check` schema and records what is due now.
-pub fn snapshot(db: &Db, shape: &Shape) {
+pub fn snapshot(db: &Db, shape: &Variant) {
     let profiles: Vec<String> = ROLES
         .iter()
         .map(|role| {
@@ -65,7 +68,7 @@ pub fn snapshot(db: &Db, shape: &Shape) {
                 OR EXISTS (SELECT 1 FROM public.account_deletion_requests r
                            WHERE r.user_id = u.id AND r.status = 'pending'
                              AND r.scheduled_deletion_at <= now()
-                             AND r.delete_user IS NOT FALSE) AS due
+                             AND (r.role IS NULL OR r.delete_user IS NOT FALSE)) AS due
          FROM public.users u;
          CREATE TABLE fault_check.due_user AS
            SELECT id, FALSE AS restored FROM fault_check.user_now WHERE due;
@@ -93,9 +96,25 @@ pub fn snapshot(db: &Db, shape: &Shape) {
         profiles = profiles.join(" UNION ALL "),
         roles = shape.roles_as_array(),
     ));
+    if db.scalar("SELECT count(*) FROM pg_class WHERE oid = to_regclass('refresh_tokens')") == 1 {
+        db.exec(&format!(
+            "CREATE TABLE fault_check.dependents_before AS {DEPENDENTS}"
+        ));
+    }
     let audit_rows = super::job::audit_rows(&mut db.client());
     assert_eq!(audit_rows, 0, "the audit table must start empty");
 }
+
+/// With the production traits: the rows behind keys that do not cascade, per owner (a user,
+/// or the tutor profile of a reel's chapters).
+const DEPENDENTS: &str = "SELECT 'refresh_tokens'::text AS tab, user_id::bigint AS owner,
+         count(*) AS n FROM public.refresh_tokens GROUP BY user_id
+     UNION ALL SELECT 'playlist_videos', p.user_id, count(*)
+         FROM public.playlist_videos v JOIN public.playlists p ON p.id = v.playlist_id
+         GROUP BY p.user_id
+     UNION ALL SELECT 'video_chapters', r.tutor_profile_id, count(*)
+         FROM public.video_chapters c JOIN public.video_reels r ON r.id = c.reel_id
+         GROUP BY r.tutor_profile_id";
 
 /// What was due at the snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -277,6 +296,29 @@ const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
+/// With the production traits (when `fault_check.dependents_before` exists): the plan's own
+/// deletions touch no row of a user or tutor profile that stays.
+const DEPENDENT_CHECKS: &[(&str, &str)] = &[(
+    "rows behind keys that do not cascade are only deleted with their owner",
+    "WITH now AS (SELECT 'refresh_tokens'::text AS tab, user_id::bigint AS owner,
+                   count(*) AS n FROM public.refresh_tokens GROUP BY user_id
+                 UNION ALL SELECT 'playlist_videos', p.user_id, count(*)
+                   FROM public.playlist_videos v JOIN public.playlists p ON p.id = v.playlist_id
+                   GROUP BY p.user_id
+                 UNION ALL SELECT 'video_chapters', r.tutor_profile_id, count(*)
+                   FROM public.video_chapters c JOIN public.video_reels r ON r.id = c.reel_id
+                   GROUP BY r.tutor_profile_id)
+     SELECT format('%s of %s %s: %s rows before, %s now, but the owner is still there',
+            b.tab, CASE WHEN b.tab = 'video_chapters' THEN 'tutor profile' ELSE 'user' END,
+            b.owner, b.n, coalesce(now.n, 0))
+     FROM fault_check.dependents_before b
+     LEFT JOIN now ON now.tab = b.tab AND now.owner = b.owner
+     WHERE coalesce(now.n, 0) <> b.n
+       AND CASE WHEN b.tab = 'video_chapters'
+                THEN EXISTS (SELECT 1 FROM pn WHERE pn.role = 'tutor' AND pn.id = b.owner)
+                ELSE EXISTS (SELECT 1 FROM un WHERE un.id = b.owner) END",
+)];
+
 /// Only after the rerun: the work is finished.
 const FINAL_CHECKS: &[(&str, &str)] = &[(
     "the rerun finished the work: nothing due is left",
@@ -341,7 +383,15 @@ pub fn check_in(outer: &mut Transaction, phase: Phase) -> Vec<String> {
     } else {
         &[]
     };
-    for (name, sql) in CHECKS.iter().chain(finals) {
+    let with_plan: bool = transaction
+        .query_one(
+            "SELECT to_regclass('fault_check.dependents_before') IS NOT NULL",
+            &[],
+        )
+        .expect("to_regclass")
+        .get(0);
+    let dependents: &[(&str, &str)] = if with_plan { DEPENDENT_CHECKS } else { &[] };
+    for (name, sql) in CHECKS.iter().chain(finals).chain(dependents) {
         let rows = transaction
             .query(*sql, &[])
             .unwrap_or_else(|e| panic!("invariant query {name:?} failed: {e:?}"));
