@@ -514,6 +514,57 @@ check_eq "rotated report and a new empty one (640, $SVC_USER)" \
     "cron_deletions.log $SVC_USER:$SVC_USER 640 0|cron_deletions.log.1 $SVC_USER:$SVC_USER 640|" \
     "$(ct sh -c "cd /var/log/astegni && stat -c '%n %U:%G %a' cron_deletions.log | tr '\n' ' ' && stat -c '%s' cron_deletions.log && stat -c '%n %U:%G %a' cron_deletions.log.1" | tr '\n' '|')"
 
+# Two databases: the advertiser role lives in astegni_advertiser_db since the
+# split (ADVERTISER_DATABASE_URL, as the backend's .env names it).  Gina (7)
+# gets an advertiser role whose profile there is due, with a campaign whose
+# invoice does not cascade; the user database's own advertiser_profiles is not
+# used then.
+log "a run against two databases: ADVERTISER_DATABASE_URL"
+ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 <<SQL || die "creating the advertiser database"
+CREATE DATABASE astegni_advertiser_db OWNER astegni_user;
+SQL
+ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d astegni_advertiser_db <<'SQL' || die "loading the advertiser database"
+SET ROLE astegni_user;
+CREATE TABLE advertiser_profiles (id serial PRIMARY KEY, user_id integer, company_name text,
+    is_active boolean DEFAULT TRUE, scheduled_deletion_at timestamp);
+CREATE TABLE campaign_profile (id serial PRIMARY KEY, advertiser_profile_id integer NOT NULL
+    REFERENCES advertiser_profiles (id) ON DELETE CASCADE, name text);
+CREATE TABLE campaign_invoices (id serial PRIMARY KEY, campaign_id integer NOT NULL
+    REFERENCES campaign_profile (id), amount numeric(10, 2));
+INSERT INTO advertiser_profiles (id, user_id, company_name, is_active, scheduled_deletion_at)
+VALUES (701, 7, 'Genet Ads', FALSE, (now() AT TIME ZONE 'UTC') - interval '1 hour'),
+       (702, 2, 'Bekele PLC', TRUE, NULL);
+INSERT INTO campaign_profile (id, advertiser_profile_id, name) VALUES (71, 701, 'spring');
+INSERT INTO campaign_invoices (campaign_id, amount) VALUES (71, 100);
+SQL
+sql "UPDATE users SET roles = '[\"user\",\"advertiser\"]', active_role = 'advertiser' WHERE id = 7;
+     INSERT INTO advertiser_profiles (id, user_id, is_active, scheduled_deletion_at)
+     VALUES (402, 7, FALSE, LOCALTIMESTAMP - interval '1 day')" >/dev/null
+ct cp -p "$CONF" /root/delete-expired.env.tcp
+ct sh -c "cat >> $CONF" <<EOF
+ADVERTISER_DATABASE_URL=postgresql://astegni_user:$DB_PASSWORD@localhost:$PG_PORT/astegni_advertiser_db
+ASTEGNI_FOREIGN_KEYS=delete
+EOF
+cursor=$(journal_cursor)
+check "two-database run succeeded" ct timeout 300 systemctl start "$UNIT_SVC"
+adv() { ct runuser -u postgres -- psql -X -q -At -d astegni_advertiser_db -c "$1"; }
+check_eq "advertiser database: the due profile and its campaign gone, the other kept" \
+    "702|0" "$(adv "SELECT string_agg(id::text, ',') FROM advertiser_profiles")|$(adv "SELECT count(*) FROM campaign_invoices")"
+check_eq "user database: role removed, active_role moved, one audit row, no intent left" \
+    "user|user|1|0" \
+    "$(sql "SELECT (SELECT string_agg(x, ',') FROM json_array_elements_text(roles) x) || '|' || active_role || '|' ||
+               (SELECT count(*) FROM deletion_audit_log WHERE role_name = 'advertiser' AND user_id = 7) || '|' ||
+               (SELECT count(*) FROM advertiser_deletion_intents)
+            FROM users WHERE id = 7")"
+check_eq "the user database's own advertiser_profiles is not used" "402" \
+    "$(sql "SELECT string_agg(id::text, ',') FROM advertiser_profiles WHERE user_id = 7")"
+journal_since "$cursor" >"$WORK/run-advertiser.json" 2>/dev/null || true
+check_eq "journal: the advertiser deletion carries DATABASE=advertiser and its dependents" \
+    "advertiser user=7 profile=701 dependents=campaign_invoices:1" \
+    "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id and .DELETION_TYPE == "role")
+        | "\(.DATABASE) user=\(.USER_ID) profile=\(.PROFILE_ID) dependents=\(.DEPENDENTS)"' <"$WORK/run-advertiser.json")"
+ct cp -p /root/delete-expired.env.tcp "$CONF"
+
 # A second run, nothing due, over the local Unix socket with peer
 # authentication (quoted conninfo with spaces in the EnvironmentFile).
 log "second run, over the Unix socket, nothing due"
