@@ -564,6 +564,9 @@ check_eq "journal: the advertiser deletion carries DATABASE=advertiser and its d
     "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id and .DELETION_TYPE == "role")
         | "\(.DATABASE) user=\(.USER_ID) profile=\(.PROFILE_ID) dependents=\(.DEPENDENTS)"' <"$WORK/run-advertiser.json")"
 ct cp -p /root/delete-expired.env.tcp "$CONF"
+# Phase two of the split drops the user database's copy of the table.
+sql "DELETE FROM advertiser_profiles WHERE id = 402" >/dev/null
+check_eq "the two-database run alerted, as it deleted something" "2" "$(alerts_count)"
 
 # A second run, nothing due, over the local Unix socket with peer
 # authentication (quoted conninfo with spaces in the EnvironmentFile).
@@ -576,7 +579,7 @@ journal_since "$cursor" >"$WORK/run2.json" 2>/dev/null || true
 check_eq "second run: summary says nothing deleted" "roles=0 accounts=0 failed=0" \
     "$(ct jq -r --arg mid "$SUMMARY_ID" 'select(.MESSAGE_ID == $mid) | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED)"' <"$WORK/run2.json")"
 check "second run appended to the new report file" ct test -s "$LOGFILE"
-check_eq "second run, nothing deleted: no alert (ASTEGNI_NOTIFY_ON=deletions)" "1" "$(alerts_count)"
+check_eq "second run, nothing deleted: no alert (ASTEGNI_NOTIFY_ON=deletions)" "2" "$(alerts_count)"
 logrotate_check "second rotation, compress"
 check "older rotation compressed (delaycompress)" ct test -f "$LOGFILE.2.gz" -a -f "$LOGFILE.1"
 ct cp -p /root/delete-expired.env.tcp "$CONF"
