@@ -215,11 +215,8 @@ fn plan_lines(
             .find(|(edge, _)| usize::try_from(*edge).ok() == Some(e))
             .map_or(0, |(_, n)| *n);
         lines.push(format!(
-            "  BLOCKS {}: {} -> {}, ON DELETE {}: blocks {blocked} of the deletions due now",
-            edge.key.name.as_str(),
-            edge.key.describe_columns(),
-            edge.key.parent.display(),
-            edge.key.on_delete.sql()
+            "  BLOCKS {}: blocks {blocked} of the deletions due now",
+            edge.key.describe()
         ));
         lines.push(format!("    unblocked by {}", edge.unblock()));
         let migration = match edge.treatment {
@@ -237,13 +234,7 @@ fn plan_lines(
         } else {
             "nullifies first"
         };
-        lines.push(format!(
-            "  {what} {}: {} -> {}, ON DELETE {}",
-            edge.key.name.as_str(),
-            edge.key.describe_columns(),
-            edge.key.parent.display(),
-            edge.key.on_delete.sql()
-        ));
+        lines.push(format!("  {what} {}", edge.key.describe()));
     }
     Ok(lines)
 }

@@ -66,17 +66,23 @@ fn webhook_server(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String
     (format!("http://127.0.0.1:{port}"), receiver)
 }
 
-#[test]
-fn notify_command_gets_the_summary_on_stdin() {
-    let astegni = Astegni::new("notifycmd");
-    scene(&astegni);
-    let out = std::env::temp_dir().join(format!("astegni-alert-{}.txt", std::process::id()));
+/// Runs the job with a notify command that saves the alert; returns the alert.
+fn alert_of_a_run(astegni: &Astegni, name: &str) -> String {
+    let out = std::env::temp_dir().join(format!("astegni-{name}-{}.txt", std::process::id()));
     let command = format!("cat > {}", out.display());
     let (code, stdout, stderr) =
         astegni.run(&["--notify-command", &command, "--max-accounts", "0"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let alert = std::fs::read_to_string(&out).expect("the command ran");
     std::fs::remove_file(&out).expect("cleanup");
+    alert
+}
+
+#[test]
+fn notify_command_gets_the_summary_on_stdin() {
+    let astegni = Astegni::new("notifycmd");
+    scene(&astegni);
+    let alert = alert_of_a_run(&astegni, "alert");
     let mut lines = alert.lines();
     assert_eq!(
         lines.next(),
@@ -458,13 +464,7 @@ fn a_large_run_alerts_with_its_counts_in_the_subject() {
          SELECT 'u' || n || '@example.com', '[\"user\"]', 'user', 'pending_deletion', \
          now() - interval '1 day' FROM generate_series(1, 250) AS n",
     );
-    let out = std::env::temp_dir().join(format!("astegni-alert-large-{}.txt", std::process::id()));
-    let command = format!("cat > {}", out.display());
-    let (code, stdout, stderr) =
-        astegni.run(&["--notify-command", &command, "--max-accounts", "0"]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let alert = std::fs::read_to_string(&out).expect("the command ran");
-    std::fs::remove_file(&out).expect("cleanup");
+    let alert = alert_of_a_run(&astegni, "alert-large");
     assert_eq!(
         alert.lines().next(),
         Some("Astegni deletion job: COMPLETED: 0 roles and 250 accounts deleted"),

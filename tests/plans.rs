@@ -105,50 +105,8 @@ fn production(prefix: &str) -> (Astegni, Scene) {
     (astegni, scene)
 }
 
-/// Every table's rows, without the columns that hold a time (when the scene was made, when
-/// the run ran) or the audit's serial id, so that two databases that went through the same
-/// deletions compare equal.
 fn content(astegni: &Astegni) -> BTreeMap<String, String> {
-    let mut client = astegni.db.client();
-    let tables: Vec<String> = client
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .expect("tables")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    tables
-        .into_iter()
-        .map(|table| {
-            let columns: Vec<String> = client
-                .query(
-                    "SELECT quote_ident(column_name::text) FROM information_schema.columns \
-                     WHERE table_schema = 'public' AND table_name = $1 \
-                     AND data_type NOT LIKE 'timestamp%' \
-                     AND NOT (table_name = 'deletion_audit_log' AND column_name = 'id') \
-                     ORDER BY ordinal_position",
-                    &[&table],
-                )
-                .expect("columns")
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            let rows: Option<String> = client
-                .query_one(
-                    &format!(
-                        "SELECT string_agg(r::text, '|' ORDER BY r::text) FROM \
-                         (SELECT {} FROM \"{table}\") r",
-                        columns.join(", ")
-                    ),
-                    &[],
-                )
-                .expect("rows")
-                .get(0);
-            (table, rows.unwrap_or_default())
-        })
-        .collect()
+    astegni.content_without_times()
 }
 
 /// Alters the foreign keys `cascade` to ON DELETE CASCADE and `set_null` to SET NULL.
@@ -585,4 +543,94 @@ fn a_missing_privilege_on_a_dependent_table_is_a_configuration_error() {
         "{stderr}"
     );
     assert_eq!(content(&astegni), before);
+}
+
+/// The plan's changes and the unit's own statement touch the same rows when the requests'
+/// key to `users` does not cascade, and role-only requests are marked completed: those run
+/// as two statements in one transaction. Requests go with their user under `delete`.
+#[test]
+fn requests_behind_a_key_that_does_not_cascade_and_role_requests_under_a_plan() {
+    let (astegni, scene) = production("planrequests");
+    astegni.db.exec(
+        "ALTER TABLE account_deletion_requests
+             DROP CONSTRAINT account_deletion_requests_user_id_fkey,
+             ADD CONSTRAINT account_deletion_requests_user_id_fkey FOREIGN KEY (user_id)
+             REFERENCES users (id)",
+    );
+    let request = astegni.request(scene.tutor, -1, Some("student"));
+    let student = astegni.profile("student", scene.tutor, None);
+    astegni.db.exec(&format!(
+        "UPDATE users SET roles = '[\"user\",\"tutor\",\"student\"]' WHERE id = {}",
+        scene.tutor
+    ));
+    let (code, stdout, stderr) = astegni.run(&["--dry-run"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        line_of(&stdout, &format!("account of user {} ", scene.plain_leaver))
+            .contains("account_deletion_requests_user_id_fkey (account_deletion_requests: 1 row)"),
+        "{stdout}"
+    );
+    let args = [
+        "--foreign-keys",
+        "delete",
+        "--foreign-key",
+        "users.users_kyc_verification_id_fkey=nullify",
+    ];
+    let (code, stdout, stderr) = dry_run_then_run(&astegni, &args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!astegni.exists("users", scene.plain_leaver), "{stdout}");
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM account_deletion_requests WHERE user_id = {}",
+            scene.plain_leaver
+        )),
+        0,
+        "its request went with it"
+    );
+    assert!(!astegni.exists("student_profiles", student), "{stdout}");
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM account_deletion_requests WHERE id = {request} \
+             AND status = 'completed'"
+        )),
+        1
+    );
+    assert_eq!(astegni.roles_of(scene.tutor), Some(vec!["user".into()]));
+}
+
+/// A trigger that keeps a user (a "soft delete") makes the unit's DELETE leave it out: the
+/// plan's work for it must not stay either.
+#[test]
+fn a_unit_its_delete_leaves_out_keeps_its_dependents() {
+    let (astegni, scene) = production("planskip");
+    astegni.db.exec(&format!(
+        "CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF OLD.id = {} THEN RETURN NULL; END IF; RETURN OLD; END $$;
+         CREATE TRIGGER users_keep BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION keep();",
+        scene.leaver
+    ));
+    let (code, stdout, stderr) = astegni.run(&[
+        "--foreign-keys",
+        "delete",
+        "--foreign-key",
+        "users.users_kyc_verification_id_fkey=nullify",
+    ]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(astegni.exists("users", scene.leaver));
+    assert!(
+        line_of(&stdout, &format!("account of user {}", scene.leaver)).contains("[FAILED]"),
+        "{stdout}"
+    );
+    assert_eq!(
+        astegni.db.scalar_i64(&format!(
+            "SELECT count(*) FROM refresh_tokens WHERE user_id = {}",
+            scene.leaver
+        )),
+        2,
+        "the leaver's tokens are still there"
+    );
+    assert!(
+        !astegni.exists("users", scene.plain_leaver),
+        "the others go: {stdout}"
+    );
 }

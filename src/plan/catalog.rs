@@ -106,6 +106,17 @@ impl ForeignKey {
         quoted_list(self.parent_columns.iter())
     }
 
+    /// `name: child (a, b) -> parent, ON DELETE action`, as people read it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {} -> {}, ON DELETE {}",
+            self.name.as_str(),
+            self.describe_columns(),
+            self.parent.display(),
+            self.on_delete.sql()
+        )
+    }
+
     /// `child (a, b)`, as people read it.
     pub fn describe_columns(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();

@@ -213,6 +213,8 @@ pub struct Plan {
     /// The index of `account_deletion_requests`, for an account plan whose units' requests
     /// the unit's own statement deletes or nullifies (see `purge::statements`).
     pub requests_edge: Option<usize>,
+    /// The `users` table's oid.
+    users_oid: u32,
 }
 
 /// The tables the plan is built around.
@@ -234,6 +236,7 @@ impl Plan {
             deleted_from: BTreeSet::from([0]),
             components: Vec::new(),
             requests_edge: None,
+            users_oid: roots.users_oid,
         };
         let mut queue = vec![0usize];
         while let Some(parent) = queue.pop() {
@@ -286,6 +289,18 @@ impl Plan {
     /// PostgreSQL would check (whose order among the triggers is not ours to choose).
     pub fn is_plain(&self) -> bool {
         self.components.is_empty()
+    }
+
+    /// Whether the plan's own changes and the units' deletion can share one statement: no
+    /// row is changed by both (two changes of one row in one statement keep only one). The
+    /// units' statement marks requests completed, and role work removes the role from
+    /// `users`: a plan that changes requests (the account's own key) or, for roles,
+    /// nullifies `users` rows, needs a statement of its own first.
+    pub fn fits_one_statement(&self, role_work: bool) -> bool {
+        let nullifies_users = self.edges.iter().any(|edge| {
+            edge.treatment == Treatment::Nullify && edge.key.child.oid == self.users_oid
+        });
+        self.requests_edge.is_none() && !(role_work && nullifies_users)
     }
 
     /// The edges whose referencing rows the SQL must look at: those that block, and those the

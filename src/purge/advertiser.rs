@@ -37,7 +37,7 @@ use postgres::{Client, Row};
 use super::attempt::Attempting;
 use super::cursor::DueIds;
 use super::drain::{Work, describe_fatal, is_row_level, row_error};
-use super::locks::{sorted_ids, wait_for_rows, wait_for_user};
+use super::locks::{sorted_ids, wait_for_profile, wait_for_user};
 use super::planned::PlannedRows;
 use super::record::Recorder;
 use super::statements::{self as sql, advertiser as steps};
@@ -174,7 +174,7 @@ impl<'a> AdvertiserWork<'a> {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let deleted_now: BTreeSet<i64> = attempted.deleted.iter().map(|row| row.get(0)).collect();
+        let deleted_now: BTreeSet<i64> = attempted.deleted.iter().map(|unit| unit.id).collect();
         // Gone: deleted now, or (replaying) by the run that announced it.
         let gone: Vec<i64> = ready
             .iter()
@@ -316,17 +316,9 @@ impl Work for AdvertiserWork<'_> {
         id: i64,
         deadline: Option<Instant>,
     ) -> Result<bool, postgres::Error> {
-        if !wait_for_rows(
-            client,
-            &sql::wait_for_profile(self.profile),
-            &[&id],
-            deadline,
-        )? {
-            return Ok(false);
+        match wait_for_profile(client, self.profile, id, deadline)? {
+            Some(user) => wait_for_user(&mut self.users.borrow_mut(), user, deadline),
+            None => Ok(false),
         }
-        let user: Option<i64> = client
-            .query_opt(&sql::user_of_profile(self.profile), &[&id])?
-            .and_then(|row| row.get(0));
-        wait_for_user(&mut self.users.borrow_mut(), user, deadline)
     }
 }

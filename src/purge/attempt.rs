@@ -2,19 +2,20 @@
 //! to do, two in a transaction when it has (see `planned`); and how the outcomes are
 //! reported, in the order of the units' ids.
 
-use postgres::{Client, Row};
+use postgres::Client;
 
 use super::drain::{FIRST_BATCH, FIRST_PLANNED_BATCH};
 use super::locks::AttemptRows;
-use super::planned::{Planned, PlannedRows};
+use super::planned::{Planned, PlannedRows, Unit};
 use super::record::Recorder;
 use super::statements::Attempt;
+use super::statements::Shape;
 use crate::plan::Plan;
 use crate::report::Deletion;
 
 /// The statements of one kind of work.
 pub enum Attempting<'p> {
-    Plain(String),
+    Plain(String, Shape),
     Planned(Planned<'p>),
 }
 
@@ -22,7 +23,7 @@ impl<'p> Attempting<'p> {
     /// `attempt` under `plan`; `by_request` when the attempt takes role requests' ids.
     pub fn new(plan: &'p Plan, attempt: &Attempt, by_request: bool) -> Attempting<'p> {
         if plan.is_plain() {
-            Attempting::Plain(attempt.statement())
+            Attempting::Plain(attempt.statement(), attempt.shape)
         } else {
             Attempting::Planned(Planned::new(plan, attempt, by_request))
         }
@@ -31,7 +32,7 @@ impl<'p> Attempting<'p> {
     /// The size of the first batch: smaller under a plan with work to do.
     pub fn first_batch(&self) -> usize {
         match self {
-            Attempting::Plain(_) => FIRST_BATCH,
+            Attempting::Plain(..) => FIRST_BATCH,
             Attempting::Planned(_) => FIRST_PLANNED_BATCH,
         }
     }
@@ -45,10 +46,14 @@ impl<'p> Attempting<'p> {
         recorder: &mut Recorder,
     ) -> Result<PlannedRows, postgres::Error> {
         match self {
-            Attempting::Plain(sql) => {
+            Attempting::Plain(sql, shape) => {
                 let attempted = AttemptRows::run(client, sql, ids, role, recorder)?;
                 Ok(PlannedRows {
-                    deleted: attempted.deleted,
+                    deleted: attempted
+                        .deleted
+                        .iter()
+                        .map(|row| Unit::of_deleted_row(*shape, row))
+                        .collect(),
                     busy: attempted.busy,
                     ..PlannedRows::default()
                 })
@@ -67,20 +72,11 @@ pub enum Units<'a> {
 }
 
 impl<'a> Units<'a> {
-    /// A deleted row: (profile id, user id, email) or (user id, email).
-    pub fn deleted(self, row: &'a Row) -> Deletion<'a> {
+    /// The columns of the units' deleted rows.
+    pub fn shape(self) -> Shape {
         match self {
-            Units::Role(role) => Deletion::Role {
-                role,
-                profile_id: row.get(0),
-                user_id: row.get(1),
-                email: row.get(2),
-                user_missing: false,
-            },
-            Units::Account => Deletion::Account {
-                user_id: row.get(0),
-                email: row.get(1),
-            },
+            Units::Role(_) => Shape::Role,
+            Units::Account => Shape::Account,
         }
     }
 
@@ -111,7 +107,7 @@ pub fn report(recorder: &mut Recorder, units: Units, attempted: PlannedRows) -> 
     let mut rows = deleted.iter().peekable();
     let mut blocked = blocked.iter().peekable();
     loop {
-        let next_row = rows.peek().map(|row| row.get::<_, i64>(0));
+        let next_row = rows.peek().map(|unit| unit.id);
         let next_blocked = blocked.peek().map(|unit| unit.id);
         let row_first = match (next_row, next_blocked) {
             (None, None) => break,
@@ -119,9 +115,10 @@ pub fn report(recorder: &mut Recorder, units: Units, attempted: PlannedRows) -> 
             (row, _) => row.is_some(),
         };
         if row_first {
-            if let (Some(id), Some(row)) = (next_row, rows.next()) {
-                let shown = dependents.get(&id).map_or(&[][..], Vec::as_slice);
-                recorder.deleted(&units.deleted(row), shown);
+            if let Some(unit) = rows.next() {
+                let shown = dependents.get(&unit.id).map_or(&[][..], Vec::as_slice);
+                let deletion = units.unit(unit.id, unit.user_id, unit.email.as_deref());
+                recorder.deleted(&deletion, shown);
             }
         } else if let Some(unit) = blocked.next() {
             let deletion = units.unit(unit.id, unit.user_id, unit.email.as_deref());

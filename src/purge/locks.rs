@@ -20,7 +20,8 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Row};
 
 use super::record::Recorder;
-use super::statements::WAIT_FOR_USER;
+use super::statements::{self as sql, WAIT_FOR_USER};
+use crate::schema::ProfileTable;
 
 /// The rows an attempt statement returned, split by their last column: the deletions, and
 /// the ids still due that it left for the sweep (`TRUE`).
@@ -87,6 +88,24 @@ pub fn wait_for_rows(
         Err(error) if super::drain::is_timeout(&error) => Ok(false),
         Err(error) => Err(error),
     }
+}
+
+/// Waits until profile `id` of `profile`'s table is free; see [`wait_for_rows`]. Returns
+/// `None` if it is still held, else its user (`Some(None)`: it has none), whose row the
+/// caller then waits for.
+pub fn wait_for_profile(
+    client: &mut Client,
+    profile: &ProfileTable,
+    id: i64,
+    deadline: Option<Instant>,
+) -> Result<Option<Option<i64>>, postgres::Error> {
+    if !wait_for_rows(client, &sql::wait_for_profile(profile), &[&id], deadline)? {
+        return Ok(None);
+    }
+    let user = client
+        .query_opt(&sql::user_of_profile(profile), &[&id])?
+        .and_then(|row| row.get(0));
+    Ok(Some(user))
 }
 
 /// Waits until user `id`'s row is free; see [`wait_for_rows`].

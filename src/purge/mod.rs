@@ -23,7 +23,7 @@ use postgres::Client;
 
 use crate::plan::Plan;
 use crate::report::{Database, Report};
-use crate::schema::Schema;
+use crate::schema::{ProfileTable, Schema};
 use crate::summary::{Ending, Summary};
 use accounts::AccountWork;
 use advertiser::{Advertiser, AdvertiserWork};
@@ -460,9 +460,19 @@ impl Mode<postgres::Transaction<'_>> for DryRun<'_> {
         _options: &Options,
         recorder: &mut Recorder,
     ) -> anyhow::Result<()> {
-        for profile in &schema.profiles {
+        // In the run's order: profiles due by themselves, then role-only requests.
+        for profile in schema.profiles.iter().filter(|p| p.schedule_type.is_some()) {
             preview::profiles(transaction, schema, profile, recorder)
                 .with_context(|| format!("cannot read what is due in {}", profile.table))?;
+        }
+        if schema.requests.as_ref().is_some_and(|r| r.per_role) {
+            // The run attempts role-only requests role by role, in the roles' order.
+            let mut by_role: Vec<&ProfileTable> = schema.profiles.iter().collect();
+            by_role.sort_by(|a, b| a.role.cmp(&b.role));
+            for profile in by_role {
+                preview::requested_profiles(transaction, schema, profile, recorder)
+                    .with_context(|| format!("cannot read the requests for {}", profile.table))?;
+            }
         }
         if let Some(advertiser) = self.advertiser.as_deref_mut() {
             recorder.report.set_database(Database::Advertiser);

@@ -8,7 +8,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Transaction};
 
 use super::attempt::Units;
-use super::planned::{Outcome, read_outcome};
+use super::planned::{Outcome, Unit, read_outcome};
 use super::record::Recorder;
 use super::statements as sql;
 use crate::plan::{Plan, render};
@@ -49,7 +49,11 @@ impl Preview<'_> {
     ) -> Result<(), postgres::Error> {
         if self.plan.is_plain() {
             return stream(transaction, &self.plain, params, |row| {
-                recorder.deleted(&self.units.deleted(row), &[]);
+                let unit = Unit::of_deleted_row(self.units.shape(), row);
+                let deletion = self
+                    .units
+                    .unit(unit.id, unit.user_id, unit.email.as_deref());
+                recorder.deleted(&deletion, &[]);
             });
         }
         let query = render::preview(self.plan, &self.ids, &self.unit_info);
@@ -67,38 +71,39 @@ impl Preview<'_> {
     }
 }
 
-/// Reports the profiles of `profile`'s table that are due by themselves or by a request.
+/// Reports the profiles of `profile`'s table that are due by themselves.
 pub fn profiles(
     transaction: &mut Transaction,
     schema: &Schema,
     profile: &ProfileTable,
     recorder: &mut Recorder,
 ) -> Result<(), postgres::Error> {
+    Preview {
+        plan: &profile.plan,
+        units: Units::Role(&profile.role),
+        plain: sql::preview_profiles(schema, profile),
+        ids: format!("SELECT id FROM ({}) due", sql::due_profiles(profile)),
+        unit_info: sql::profile_unit_info(schema, profile),
+    }
+    .run(transaction, &[], recorder)
+}
+
+/// Reports the profiles of `profile`'s table that role-only requests name.
+pub fn requested_profiles(
+    transaction: &mut Transaction,
+    schema: &Schema,
+    profile: &ProfileTable,
+    recorder: &mut Recorder,
+) -> Result<(), postgres::Error> {
     let role = profile.role.as_str();
-    let unit_info = sql::profile_unit_info(schema, profile);
     Preview {
         plan: &profile.plan,
         units: Units::Role(role),
-        plain: sql::preview_profiles(schema, profile),
-        ids: format!("SELECT id FROM ({}) due", sql::due_profiles(profile)),
-        unit_info: unit_info.clone(),
+        plain: sql::preview_requested_profiles(schema, profile),
+        ids: sql::requested_profile_ids(profile),
+        unit_info: sql::profile_unit_info(schema, profile),
     }
-    .run(transaction, &[], recorder)?;
-    if schema
-        .requests
-        .as_ref()
-        .is_some_and(|requests| requests.per_role)
-    {
-        Preview {
-            plan: &profile.plan,
-            units: Units::Role(role),
-            plain: sql::preview_requested_profiles(schema, profile),
-            ids: sql::requested_profile_ids(profile),
-            unit_info,
-        }
-        .run(transaction, &[&role], recorder)?;
-    }
-    Ok(())
+    .run(transaction, &[&role], recorder)
 }
 
 /// Reports the accounts that are due and not held.

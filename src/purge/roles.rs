@@ -17,7 +17,7 @@ use postgres::types::Type;
 use super::attempt::{self, Attempting, Units};
 use super::cursor::DueIds;
 use super::drain::Work;
-use super::locks::{sorted_ids, wait_for_rows, wait_for_user};
+use super::locks::{sorted_ids, wait_for_profile, wait_for_rows, wait_for_user};
 use super::planned::PlannedRows;
 use super::record::Recorder;
 use super::statements as sql;
@@ -84,18 +84,10 @@ impl Work for ProfileWork<'_> {
         id: i64,
         deadline: Option<Instant>,
     ) -> Result<bool, postgres::Error> {
-        if !wait_for_rows(
-            client,
-            &sql::wait_for_profile(self.profile),
-            &[&id],
-            deadline,
-        )? {
-            return Ok(false);
+        match wait_for_profile(client, self.profile, id, deadline)? {
+            Some(user) => wait_for_user(client, user, deadline),
+            None => Ok(false),
         }
-        let user: Option<i64> = client
-            .query_opt(&sql::user_of_profile(self.profile), &[&id])?
-            .and_then(|row| row.get(0));
-        wait_for_user(client, user, deadline)
     }
 }
 

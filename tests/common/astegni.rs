@@ -204,6 +204,23 @@ impl Astegni {
 
     /// A fingerprint of every table's content, to prove that nothing changed.
     pub fn snapshot(&self) -> String {
+        self.tables_content(true)
+            .into_iter()
+            .map(|(table, rows)| format!("{table}: {rows}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every table's rows, without the columns that hold a time (when the scene was made,
+    /// when the run ran) or the audit's serial id: two databases that went through the same
+    /// deletions at different times compare equal.
+    pub fn content_without_times(&self) -> std::collections::BTreeMap<String, String> {
+        self.tables_content(false).into_iter().collect()
+    }
+
+    /// (table, its rows as text) per table of the public schema; `all_columns` false leaves
+    /// out the time columns and the audit's id.
+    fn tables_content(&self, all_columns: bool) -> Vec<(String, String)> {
         let mut client = self.db.client();
         let tables: Vec<String> = client
             .query(
@@ -215,21 +232,35 @@ impl Astegni {
             .map(|row| row.get(0))
             .collect();
         tables
-            .iter()
+            .into_iter()
             .map(|table| {
-                let content: Option<String> = client
+                let columns: Vec<String> = client
+                    .query(
+                        "SELECT quote_ident(column_name::text) FROM information_schema.columns \
+                         WHERE table_schema = 'public' AND table_name = $1 AND ($2 OR \
+                         (data_type NOT LIKE 'timestamp%' AND NOT \
+                         (table_name = 'deletion_audit_log' AND column_name = 'id'))) \
+                         ORDER BY ordinal_position",
+                        &[&table, &all_columns],
+                    )
+                    .expect("columns")
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                let rows: Option<String> = client
                     .query_one(
                         &format!(
-                            "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM \"{table}\" t"
+                            "SELECT string_agg(r::text, '|' ORDER BY r::text) FROM \
+                             (SELECT {} FROM \"{table}\") r",
+                            columns.join(", ")
                         ),
                         &[],
                     )
                     .expect("table content")
                     .get(0);
-                format!("{table}: {}", content.unwrap_or_default())
+                (table, rows.unwrap_or_default())
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect()
     }
 
     /// Runs the job against this database with extra arguments.

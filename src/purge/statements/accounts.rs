@@ -1,7 +1,9 @@
 //! The attempt at account deletions: a user due by its own row or by a pending request that
 //! deletes the whole account.
 
-use super::{Attempt, Selection, Shape, completed_at, email, not_held, request_due_columns};
+use super::{
+    Attempt, ONLY_CLEARED, Selection, Shape, completed_at, email, not_held, request_due_columns,
+};
 use crate::due::{self, When};
 use crate::schema::Schema;
 
@@ -87,6 +89,7 @@ pub fn attempt_accounts(
     );
     Attempt {
         shape: Shape::Account,
+        unit_alias: "u",
         locks: format!(
             "locked_users AS MATERIALIZED (SELECT u.id FROM users u \
              WHERE u.id = ANY($1::bigint[]) ORDER BY u.id FOR UPDATE SKIP LOCKED), \
@@ -95,7 +98,7 @@ pub fn attempt_accounts(
         units: format!("SELECT u.id FROM users u WHERE {still_due} FOR UPDATE"),
         busy,
         delete: format!(
-            "deleted AS (DELETE FROM users u WHERE {still_due} \
+            "deleted AS (DELETE FROM users u WHERE {still_due}{ONLY_CLEARED} \
              RETURNING u.id::bigint AS user_id, {} AS email){complete}{audited}",
             email(schema)
         ),

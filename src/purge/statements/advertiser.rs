@@ -3,7 +3,7 @@
 //! user database, with an intent row in between (see `purge::advertiser`).
 
 use super::profiles::role_removal;
-use super::{Attempt, Shape};
+use super::{Attempt, ONLY_CLEARED, Shape};
 use crate::due::{self, When};
 use crate::schema::{ProfileTable, Schema};
 
@@ -25,6 +25,7 @@ pub fn attempt(profile: &ProfileTable) -> Attempt {
     let due = due::profile(profile, When::Now);
     Attempt {
         shape: Shape::Role,
+        unit_alias: "p",
         locks: format!(
             "locked_profiles AS MATERIALIZED (SELECT p.id FROM {table} p \
              WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE SKIP LOCKED), "
@@ -36,7 +37,7 @@ pub fn attempt(profile: &ProfileTable) -> Attempt {
         )],
         delete: format!(
             "deleted AS (DELETE FROM {table} p \
-             WHERE p.id = ANY (ARRAY(SELECT id FROM locked_profiles)) AND {due} \
+             WHERE p.id = ANY (ARRAY(SELECT id FROM locked_profiles)) AND {due}{ONLY_CLEARED} \
              RETURNING p.id::bigint AS profile_id, p.user_id::bigint AS user_id, \
              NULL::text AS email)"
         ),

@@ -59,6 +59,10 @@ use crate::due::{self, When};
 use crate::plan::{Plan, render};
 use crate::schema::{ProfileTable, Schema};
 
+/// Where an attempt's DELETE takes, in its own WHERE clause, the condition that the unit was
+/// cleared by the plan, when the plan's work and the deletion are one statement.
+pub const ONLY_CLEARED: &str = "/*only cleared*/";
+
 /// The columns an attempt returns per deleted row, before its last, boolean, column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -73,6 +77,14 @@ impl Shape {
         match self {
             Shape::Role => "profile_id, user_id, email",
             Shape::Account => "user_id, email",
+        }
+    }
+
+    /// (unit id, user id, email) of a row of `deleted`.
+    fn deleted_unit(self) -> &'static str {
+        match self {
+            Shape::Role => "profile_id, user_id, email",
+            Shape::Account => "user_id, user_id, email",
         }
     }
 
@@ -97,6 +109,8 @@ impl Shape {
 /// role for role work.
 pub struct Attempt {
     pub shape: Shape,
+    /// The alias of the units' table in the DELETE.
+    unit_alias: &'static str,
     /// CTEs that lock the batch's rows and decide which are ready, each followed by ", ".
     locks: String,
     /// The units the statement holds and finds still due: a query of root-table ids, read
@@ -139,7 +153,7 @@ impl Attempt {
         format!(
             "WITH {}{} SELECT {}, FALSE FROM deleted{} ORDER BY {}, 1",
             self.locks,
-            self.delete,
+            self.delete.replace(ONLY_CLEARED, ""),
             self.shape.deleted_row(),
             self.busy_rows(),
             self.shape.flag_column()
@@ -182,6 +196,43 @@ impl Attempt {
             render::carry_out(plan),
             render::outcomes(&self.unit_info),
             tagged("cleared", "SELECT id FROM cleared"),
+        )
+    }
+
+    /// The attempt under `plan` as one statement, when the plan's changes and the unit's
+    /// deletion never touch the same row (see `Plan::fits_one_statement`): the first
+    /// statement's work, then the DELETE of the units it cleared, in its WHERE clause too.
+    /// Returns the rows of [`Attempt::plan_statement`] but the 'cleared' ones, and ('deleted',
+    /// id, user id, email) per deletion. Should the DELETE leave out a cleared unit (a
+    /// trigger that skips the row), the statement fails, and with it the plan's work.
+    pub fn one_plan_statement(&self, plan: &Plan) -> String {
+        let busy: String = self
+            .busy
+            .iter()
+            .map(|query| {
+                format!(
+                    " UNION ALL SELECT 'busy', x.id::bigint, NULL, NULL, NULL, NULL, NULL, NULL \
+                     FROM ({query}) x"
+                )
+            })
+            .collect();
+        let only_cleared = format!(" AND {}.id IN (SELECT id FROM cleared)", self.unit_alias);
+        format!(
+            "WITH {}units AS MATERIALIZED ({}), {}cleared AS MATERIALIZED (SELECT id FROM units \
+             WHERE id NOT IN (SELECT root FROM blockers)){}, {} {} \
+             UNION ALL SELECT 'deleted', {}, NULL, NULL, NULL, NULL FROM deleted{busy} \
+             UNION ALL SELECT 'guard', ('astegni-delete-expired: ' || c.n || ' units cleared but ' \
+             || d.n || ' deleted; the batch is rolled back')::bigint, \
+             NULL, NULL, NULL, NULL, NULL, NULL \
+             FROM (SELECT count(*) AS n FROM cleared) c, (SELECT count(*) AS n FROM deleted) d \
+             WHERE c.n <> d.n",
+            self.locks,
+            self.units,
+            render::ctes(plan),
+            render::carry_out(plan),
+            self.delete.replace(ONLY_CLEARED, &only_cleared),
+            render::outcomes(&self.unit_info),
+            self.shape.deleted_unit(),
         )
     }
 }

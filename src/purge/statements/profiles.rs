@@ -3,7 +3,8 @@
 //! `users.roles` (whatever its type), fixes `active_role` and audits, in one statement.
 
 use super::{
-    Attempt, ClearedRequests, Shape, completed_at, deleted_profile_columns, email, user_ready,
+    Attempt, ClearedRequests, ONLY_CLEARED, Shape, completed_at, deleted_profile_columns, email,
+    user_ready,
 };
 use crate::due::{self, When};
 use crate::schema::{ProfileTable, RolesType, Schema};
@@ -17,6 +18,7 @@ pub fn attempt_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) ->
     let due = &due::profile(profile, When::Now);
     Attempt {
         shape: Shape::Role,
+        unit_alias: "p",
         locks: format!(
             "locked_profiles AS MATERIALIZED (SELECT p.id, p.user_id FROM {table} p \
              WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE SKIP LOCKED), \
@@ -37,7 +39,7 @@ pub fn attempt_profiles(schema: &Schema, profile: &ProfileTable, audit: bool) ->
         ],
         delete: format!(
             "deleted AS (DELETE FROM {table} p WHERE p.id = ANY (ARRAY(SELECT id FROM ready)) \
-             AND {due} RETURNING {}){}",
+             AND {due}{ONLY_CLEARED} RETURNING {}){}",
             deleted_profile_columns(schema),
             role_tail(schema, audit)
         ),
@@ -68,6 +70,7 @@ pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit
     let requested = "p.user_id = req.user_id AND (req.profile_id IS NULL OR p.id = req.profile_id)";
     Attempt {
         shape: Shape::Role,
+        unit_alias: "p",
         locks: format!(
             "locked_requests AS MATERIALIZED (SELECT r.id, r.user_id, r.profile_id \
              FROM account_deletion_requests r WHERE r.id = ANY($1::bigint[]) \
@@ -99,7 +102,8 @@ pub fn attempt_requested_profiles(schema: &Schema, profile: &ProfileTable, audit
             "completed AS (UPDATE account_deletion_requests r SET status = 'completed'\
              {completed_at} WHERE r.id = ANY (ARRAY(SELECT id FROM ready))), \
              deleted AS (DELETE FROM {table} p USING ready req WHERE {requested} \
-             AND p.id = ANY (ARRAY(SELECT id FROM locked_profiles)) RETURNING {}){}",
+             AND p.id = ANY (ARRAY(SELECT id FROM locked_profiles)){ONLY_CLEARED} \
+             RETURNING {}){}",
             deleted_profile_columns(schema),
             role_tail(schema, audit)
         ),
