@@ -107,14 +107,19 @@ pub fn snapshot(db: &Db, shape: &Variant) {
 
 /// With the production traits: the rows behind keys that do not cascade, per owner (a user,
 /// or the tutor profile of a reel's chapters).
-const DEPENDENTS: &str = "SELECT 'refresh_tokens'::text AS tab, user_id::bigint AS owner,
+macro_rules! dependents {
+    () => {
+        "SELECT 'refresh_tokens'::text AS tab, user_id::bigint AS owner,
          count(*) AS n FROM public.refresh_tokens GROUP BY user_id
      UNION ALL SELECT 'playlist_videos', p.user_id, count(*)
          FROM public.playlist_videos v JOIN public.playlists p ON p.id = v.playlist_id
          GROUP BY p.user_id
      UNION ALL SELECT 'video_chapters', r.tutor_profile_id, count(*)
          FROM public.video_chapters c JOIN public.video_reels r ON r.id = c.reel_id
-         GROUP BY r.tutor_profile_id";
+         GROUP BY r.tutor_profile_id"
+    };
+}
+const DEPENDENTS: &str = dependents!();
 
 /// What was due at the snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -300,14 +305,10 @@ const CHECKS: &[(&str, &str)] = &[
 /// deletions touch no row of a user or tutor profile that stays.
 const DEPENDENT_CHECKS: &[(&str, &str)] = &[(
     "rows behind keys that do not cascade are only deleted with their owner",
-    "WITH now AS (SELECT 'refresh_tokens'::text AS tab, user_id::bigint AS owner,
-                   count(*) AS n FROM public.refresh_tokens GROUP BY user_id
-                 UNION ALL SELECT 'playlist_videos', p.user_id, count(*)
-                   FROM public.playlist_videos v JOIN public.playlists p ON p.id = v.playlist_id
-                   GROUP BY p.user_id
-                 UNION ALL SELECT 'video_chapters', r.tutor_profile_id, count(*)
-                   FROM public.video_chapters c JOIN public.video_reels r ON r.id = c.reel_id
-                   GROUP BY r.tutor_profile_id)
+    concat!(
+        "WITH now AS (",
+        dependents!(),
+        ")
      SELECT format('%s of %s %s: %s rows before, %s now, but the owner is still there',
             b.tab, CASE WHEN b.tab = 'video_chapters' THEN 'tutor profile' ELSE 'user' END,
             b.owner, b.n, coalesce(now.n, 0))
@@ -316,7 +317,8 @@ const DEPENDENT_CHECKS: &[(&str, &str)] = &[(
      WHERE coalesce(now.n, 0) <> b.n
        AND CASE WHEN b.tab = 'video_chapters'
                 THEN EXISTS (SELECT 1 FROM pn WHERE pn.role = 'tutor' AND pn.id = b.owner)
-                ELSE EXISTS (SELECT 1 FROM un WHERE un.id = b.owner) END",
+                ELSE EXISTS (SELECT 1 FROM un WHERE un.id = b.owner) END"
+    ),
 )];
 
 /// Only after the rerun: the work is finished.
