@@ -13,6 +13,7 @@ use anyhow::Context;
 use postgres::GenericClient;
 use postgres::types::ToSql;
 
+use crate::backup::Finding;
 use crate::due::{self, When};
 use crate::plan::catalog::{ForeignKey, OnDelete};
 use crate::plan::{Blocks, Edge, Plan, Treatment, render};
@@ -26,6 +27,7 @@ pub fn run(
     schema: &Schema,
     advertiser: Option<&mut Advertiser>,
     hold: Option<&str>,
+    backup: Option<&Finding>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut transaction = crate::db::read_only(client)?;
@@ -54,12 +56,27 @@ pub fn run(
             if *exists { "present" } else { "absent" }
         ));
     }
+    if let Some(finding) = backup {
+        lines.push(backup_line(finding));
+    }
     for line in lines {
         writeln!(out, "{line}").context("cannot write the check")?;
     }
     match unreachable {
         Some(error) => anyhow::bail!("{error}"),
         None => Ok(()),
+    }
+}
+
+/// The backup interlock's finding, and what it means for a run.
+fn backup_line(finding: &Finding) -> String {
+    if finding.recent {
+        format!("backup: {}: deletions allowed", finding.text)
+    } else {
+        format!(
+            "backup: {}: a run would delete nothing (exit 4)",
+            finding.text
+        )
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::backup::Requirement;
 use crate::envfile::{self, EnvFile};
 use crate::plan::{KeyPolicy, KeyRule, Policy};
 use crate::sql::{TableName, is_plain_identifier};
@@ -153,6 +154,8 @@ pub struct Settings {
     pub log_emails: EmailPolicy,
     /// What to do with foreign keys that do not cascade.
     pub keys: Policy,
+    /// The backup interlock, if the operator turned it on.
+    pub backup: Option<Requirement>,
 }
 
 /// The outcome of reading the command line.
@@ -169,6 +172,8 @@ const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_LOCK_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_PENDING_DAYS: u64 = 7;
+const DEFAULT_BACKUP_MAX_AGE_HOURS: u64 = 26;
+const DEFAULT_BACKUP_TIMEOUT_SECS: u64 = 120;
 
 /// Which setting a row of [`SETTINGS`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +199,9 @@ enum Key {
     StatementTimeout,
     ForeignKeys,
     ForeignKeyRules,
+    RequireBackup,
+    BackupMaxAge,
+    BackupTimeout,
     Days,
     Json,
     Graph,
@@ -387,6 +395,31 @@ pub const SETTINGS: &[Spec] = &[
                comma-separated)",
     },
     Spec {
+        key: Key::RequireBackup,
+        flag: "require-backup",
+        value: Some("SOURCE"),
+        env: Some("ASTEGNI_REQUIRE_BACKUP"),
+        default: Some("none"),
+        help: "delete nothing unless a recent backup exists: archiver (WAL archiving), \
+               file:PATH (newest file there) or command:CMD (exit status 0)",
+    },
+    Spec {
+        key: Key::BackupMaxAge,
+        flag: "backup-max-age",
+        value: Some("HOURS"),
+        env: Some("ASTEGNI_BACKUP_MAX_AGE"),
+        default: Some("26"),
+        help: "how old the newest backup may be",
+    },
+    Spec {
+        key: Key::BackupTimeout,
+        flag: "backup-timeout",
+        value: Some("SECS"),
+        env: Some("ASTEGNI_BACKUP_TIMEOUT"),
+        default: Some("120"),
+        help: "longest run of the backup command",
+    },
+    Spec {
         key: Key::Days,
         flag: "days",
         value: Some("N"),
@@ -437,6 +470,7 @@ EXIT CODES:
     1   some deletions failed, or the run broke off
     2   usage or configuration error
     3   refused by the safety cap (--max-accounts)
+    4   refused: no recent backup (--require-backup)
     75  database unreachable
 ";
 
@@ -524,6 +558,9 @@ struct LowArgs {
     statement_timeout: Option<Given>,
     foreign_keys: Option<Given>,
     foreign_key_rules: Vec<Given>,
+    require_backup: Option<Given>,
+    backup_max_age: Option<Given>,
+    backup_timeout: Option<Given>,
     days: Option<Given>,
     json: Option<Given>,
     graph: Option<Given>,
@@ -561,6 +598,9 @@ impl LowArgs {
             Key::StatementTimeout => One(&mut self.statement_timeout),
             Key::ForeignKeys => One(&mut self.foreign_keys),
             Key::ForeignKeyRules => Many(&mut self.foreign_key_rules),
+            Key::RequireBackup => One(&mut self.require_backup),
+            Key::BackupMaxAge => One(&mut self.backup_max_age),
+            Key::BackupTimeout => One(&mut self.backup_timeout),
             Key::Days => One(&mut self.days),
             Key::Json => One(&mut self.json),
             Key::Graph => One(&mut self.graph),
@@ -669,6 +709,15 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
             Long("foreign-key") => low
                 .foreign_key_rules
                 .push(value(&mut parser, "foreign-key")?),
+            Long("require-backup") => {
+                once(&mut low.require_backup, "require-backup", &mut parser)?;
+            }
+            Long("backup-max-age") => {
+                once(&mut low.backup_max_age, "backup-max-age", &mut parser)?;
+            }
+            Long("backup-timeout") => {
+                once(&mut low.backup_timeout, "backup-timeout", &mut parser)?;
+            }
             Long("days") => once(&mut low.days, "days", &mut parser)?,
             Long("json") => switch(&mut low.json, "json")?,
             Long("graph") => switch(&mut low.graph, "graph")?,
@@ -744,6 +793,20 @@ impl Given {
         })
     }
 
+    /// Hours, possibly fractional ("0.5"), more than 0 and at most a year.
+    fn hours(&self) -> anyhow::Result<Duration> {
+        match self.text.parse::<f64>() {
+            Ok(hours) if hours > 0.0 && hours <= 8760.0 => {
+                Ok(Duration::from_secs_f64(hours * 3600.0))
+            }
+            _ => bail!(
+                "{} must be a number of hours above 0 and at most 8760, not {:?}",
+                self.from,
+                self.text
+            ),
+        }
+    }
+
     fn seconds(&self) -> anyhow::Result<Duration> {
         let secs = self.number()?;
         if secs > 86_400 {
@@ -793,8 +856,10 @@ impl Settings {
             Some(role) => role.clone(),
             None => role_table("advertiser=advertiser_profiles")?,
         };
+        let backup = backup(&low)?;
         Ok(Settings {
             advertiser_role,
+            backup,
             command,
             dry_run: switch_or_false(&low.dry_run)?,
             audit: !switch_or_false(&low.no_audit)?,
@@ -820,6 +885,23 @@ impl Settings {
             report_file: text(low.report_file).map(PathBuf::from),
             notify_command: text(low.notify_command),
         })
+    }
+}
+
+/// The backup interlock: `--require-backup` other than `none`, with its limits.
+fn backup(low: &LowArgs) -> anyhow::Result<Option<Requirement>> {
+    let max_age = match &low.backup_max_age {
+        Some(given) => given.hours()?,
+        None => Duration::from_secs(DEFAULT_BACKUP_MAX_AGE_HOURS * 3600),
+    };
+    let command_timeout = seconds_or(&low.backup_timeout, DEFAULT_BACKUP_TIMEOUT_SECS)?;
+    match &low.require_backup {
+        Some(given) if given.text != "none" => Ok(Some(Requirement {
+            source: given.parse()?,
+            max_age,
+            command_timeout,
+        })),
+        _ => Ok(None),
     }
 }
 

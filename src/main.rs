@@ -6,6 +6,7 @@
 //! [`exit_code`], from plain values: the run's [`Summary`] or the [`Failure`] that ended it.
 //! Each step lives in its own module.
 
+mod backup;
 mod check;
 mod config;
 mod conninfo;
@@ -20,6 +21,7 @@ mod plan;
 mod purge;
 mod report;
 mod schema;
+mod shell;
 mod sql;
 mod summary;
 mod tls;
@@ -40,6 +42,8 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 /// Refused by the safety cap (`--max-accounts`).
 const EXIT_CAPPED: u8 = 3;
+/// Refused by the backup interlock (`--require-backup`): no recent backup.
+const EXIT_NO_BACKUP: u8 = 4;
 /// The database could not be reached (EX_TEMPFAIL).
 const EXIT_UNREACHABLE: u8 = 75;
 
@@ -113,6 +117,7 @@ fn exit_code(result: &Result<Done, Failure>) -> u8 {
             Ending::Capped => EXIT_CAPPED,
             Ending::BrokeOff(_) => EXIT_FAILED,
             Ending::Completed if summary.has_trouble() => EXIT_FAILED,
+            Ending::Completed if summary.backup_missing => EXIT_NO_BACKUP,
             Ending::Completed => EXIT_OK,
         },
     }
@@ -204,6 +209,7 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
     if let Some(hold) = &settings.hold_where {
         schema::check_hold_rule(&mut client, hold).map_err(setup_failure)?;
     }
+    let backup = check_backup(settings, &mut client, advertiser.as_mut())?;
     if writes && settings.audit {
         prepare_audit(&mut client, &schema, &settings.command)?;
     }
@@ -223,6 +229,7 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
                 &schema,
                 advertiser.as_mut(),
                 hold,
+                backup.as_ref(),
                 &mut std::io::stdout().lock(),
             )
             .map_err(fail(EXIT_FAILED))?;
@@ -245,9 +252,43 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
             &schema,
             advertiser.as_mut(),
             settings,
+            backup,
         )),
         Command::NotifyFailure => Ok(Done::Listed),
     }
+}
+
+/// The backup interlock's finding, for the commands that delete or show it. A deleting run
+/// that finds no recent backup fails here, before its first write.
+fn check_backup(
+    settings: &Settings,
+    client: &mut postgres::Client,
+    advertiser: Option<&mut Advertiser>,
+) -> Result<Option<backup::Finding>, Failure> {
+    let Some(requirement) = &settings.backup else {
+        return Ok(None);
+    };
+    if !matches!(
+        settings.command,
+        Command::Run | Command::Approve(_) | Command::Check { graph: false }
+    ) {
+        return Ok(None);
+    }
+    let advertiser_db = match advertiser {
+        Some(Advertiser::Ready { client, .. }) => Some(client.as_mut()),
+        _ => None,
+    };
+    let finding = requirement.check(client, advertiser_db);
+    let deletes = matches!(settings.command, Command::Run | Command::Approve(_));
+    if finding.recent {
+        log::info!("backup check passed: {}", finding.text);
+    } else if deletes && !settings.dry_run {
+        return Err(Failure {
+            code: EXIT_NO_BACKUP,
+            error: requirement.refusal(&finding),
+        });
+    }
+    Ok(Some(finding))
 }
 
 /// Connects to the advertiser database and reads its schema. A URL it cannot use, a
@@ -319,6 +360,7 @@ fn purge_and_report(
     schema: &schema::Schema,
     advertiser: Option<&mut Advertiser>,
     settings: &Settings,
+    backup: Option<backup::Finding>,
 ) -> Done {
     let options = purge::Options {
         dry_run: settings.dry_run,
@@ -336,6 +378,18 @@ fn purge_and_report(
         Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report),
         _ => purge::run(client, schema, &options, advertiser, &mut report),
     };
+    let mut summary = summary;
+    match backup {
+        Some(finding) if !finding.recent => {
+            report.warning(&format!(
+                "no recent backup: {}; the run would delete nothing",
+                finding.text
+            ));
+            summary.backup_missing = true;
+        }
+        Some(finding) => report.line(&format!("  Backup: {}", finding.text)),
+        None => {}
+    }
     report.finish(&summary);
     Done::Purged {
         summary,

@@ -7,15 +7,11 @@
 //! hook), the job leaves a marker in the unit's `StateDirectory=` when it has sent its own
 //! failure alert; the hook finds the marker for that invocation, removes it and stays quiet.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, bail};
+use std::time::Duration;
 
 use crate::config::{NotifyOn, Settings};
-use crate::webhook;
+use crate::{shell, webhook};
 
 /// What an alert says: a subject-worthy first line, then the details.
 pub struct Alert {
@@ -45,7 +41,7 @@ pub fn wanted(on: NotifyOn, exit_code: u8, deleted: u64) -> bool {
 pub fn send(settings: &Settings, alert: &Alert) -> bool {
     let mut delivered = false;
     if let Some(command) = &settings.notify_command {
-        match run_command(command, &alert.text()) {
+        match shell::run(command, Some(&alert.text()), COMMAND_TIMEOUT) {
             Ok(()) => delivered = true,
             Err(error) => log::error!("alert command failed: {error:#}"),
         }
@@ -67,37 +63,6 @@ pub fn after_run(settings: &Settings, exit_code: u8, deleted: u64, alert: &Alert
     if send(settings, alert) && exit_code != 0 {
         mark_failure_alerted();
     }
-}
-
-/// Runs `command` with `/bin/sh -c`, `text` on its stdin; its stdout is discarded.
-fn run_command(command: &str, text: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start /bin/sh")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its input is not an error.
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().context("cannot wait for the command")? {
-            break status;
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("killed after {}s", COMMAND_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    if !status.success() {
-        bail!("it ended with {status}");
-    }
-    Ok(())
 }
 
 /// The marker for this invocation of the unit, if we run under systemd with a state dir.

@@ -38,6 +38,8 @@ pub struct Summary {
     /// How long the run took.
     pub duration: Duration,
     pub ending: Ending,
+    /// Dry run only: the backup interlock would refuse the real run.
+    pub backup_missing: bool,
 }
 
 impl Summary {
@@ -85,6 +87,9 @@ impl Summary {
             if count > 0 {
                 tail.push_str(&format!(", {count} {what}"));
             }
+        }
+        if self.backup_missing {
+            tail.push_str(", but no recent backup: a run would delete nothing");
         }
         match &self.ending {
             Ending::Completed | Ending::Capped => format!("COMPLETED: {counts}{tail}"),

@@ -689,6 +689,34 @@ ct systemctl daemon-reload
 ct cp -p /root/delete-expired.env.tcp "$CONF"
 ct systemctl reset-failed "$UNIT_SVC" "$UNIT_HOOK" 2>/dev/null || true
 
+# The backup interlock: a dump under /var/backups older than the limit
+# refuses the run (exit 4, nothing deleted, the error in journalctl -u); a
+# fresh one lets it delete.  /var/backups is readable inside the sandbox.
+log "the backup interlock: ASTEGNI_REQUIRE_BACKUP=file:/var/backups/astegni"
+sql "INSERT INTO users (id, email, roles, active_role, is_active, account_status, scheduled_deletion_at)
+     VALUES (9001, 'backup@example.et', '[\"user\"]', 'user', FALSE, 'pending_deletion',
+             LOCALTIMESTAMP - interval '1 day')" >/dev/null
+ct mkdir -p /var/backups/astegni/daily
+ct sh -c "echo dump > /var/backups/astegni/daily/astegni.dump && chmod 0600 /var/backups/astegni/daily/astegni.dump"
+ct touch -d '30 hours ago' /var/backups/astegni/daily/astegni.dump
+ct sh -c "echo ASTEGNI_REQUIRE_BACKUP=file:/var/backups/astegni >> $CONF"
+cursor=$(journal_cursor)
+ct timeout 300 systemctl start "$UNIT_SVC" 2>/dev/null || true
+check_eq "old backup: the run is refused with exit status 4" "exit-code 4" \
+    "$(ct systemctl show -P Result "$UNIT_SVC") $(ct systemctl show -P ExecMainStatus "$UNIT_SVC")"
+check_eq "old backup: the due account is still there" "1" "$(sql "SELECT count(*) FROM users WHERE id = 9001")"
+journal_since "$cursor" >"$WORK/run-backup.json" 2>/dev/null || true
+check_eq "old backup: journalctl -u shows why, at error priority" "1" \
+    "$(ct jq -r 'select((.PRIORITY | tonumber) <= 3) | .MESSAGE' <"$WORK/run-backup.json" | sort -u |
+       grep -cF 'no recent backup, so nothing was deleted: the backup file /var/backups/astegni/daily/astegni.dump was modified 30 h ago')"
+ct systemctl reset-failed "$UNIT_SVC" "$UNIT_HOOK" 2>/dev/null || true
+ct touch /var/backups/astegni/daily/astegni.dump
+check "fresh backup: the run succeeds" ct timeout 300 systemctl start "$UNIT_SVC"
+check_eq "fresh backup: the due account is gone" "0" "$(sql "SELECT count(*) FROM users WHERE id = 9001")"
+ct cp -p /root/delete-expired.env.tcp "$CONF"
+ct rm -rf /var/backups/astegni
+ct systemctl reset-failed "$UNIT_SVC" "$UNIT_HOOK" 2>/dev/null || true
+
 # ---------------------------------------------------- 6. remove, purge
 log "apt-get remove"
 if ct timeout 300 apt-get remove -y -q "$PKG" >"$WORK/apt-remove.log" 2>&1; then
