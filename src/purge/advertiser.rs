@@ -20,7 +20,11 @@
 //! not complete it, so it is completed now; one that was restored is forgotten. The replay
 //! waits (up to `--lock-timeout`) for intents another transaction holds rather than skip
 //! them: a killed run's backend may hold them a moment longer, until it notices its client
-//! is gone and rolls back; a live run holding them completes them, and they are gone. So the role
+//! is gone and rolls back; a live run holding them completes them, and they are gone. It
+//! waits for the profiles in the advertiser database too: a run killed in step 3 leaves a
+//! backend there that carries on with its DELETE and commits it (the client's death is
+//! noticed only when the result is sent), so a profile held there may be gone a moment
+//! later; a replay that cannot tell (its lock timeout ran out) keeps the intents. So the role
 //! leaves `users.roles` only after its profile is gone, an audit row is written only for a
 //! profile that is gone, exactly once (with the intent's deletion, in one transaction), and
 //! a restore in the advertiser database before step 3 wins: the profile is not deleted and
@@ -73,6 +77,8 @@ pub struct AdvertiserWork<'a> {
     still_due: String,
     complete: String,
     attempt: Attempting<'a>,
+    /// The attempt of a replay, which waits for profiles others hold.
+    replay: Attempting<'a>,
 }
 
 impl<'a> AdvertiserWork<'a> {
@@ -90,7 +96,8 @@ impl<'a> AdvertiserWork<'a> {
             existing: steps::existing(profile),
             still_due: sql::still_due_profiles(profile),
             complete: steps::complete(schema, audit),
-            attempt: Attempting::new(&profile.plan, &steps::attempt(profile), false),
+            attempt: Attempting::new(&profile.plan, &steps::attempt(profile, false), false),
+            replay: Attempting::new(&profile.plan, &steps::attempt(profile, true), false),
         }
     }
 
@@ -150,21 +157,17 @@ impl<'a> AdvertiserWork<'a> {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         let ready: Vec<i64> = held.keys().copied().collect();
-        let attempted = match self.attempt_ready(advertisers, &ready, recorder) {
+        let attempted = match self.attempt_ready(advertisers, &ready, origin, recorder) {
             Ok(attempted) => attempted,
             Err(error) => {
                 drop(transaction);
-                // A database error: the advertiser database rolled the batch back, and the
-                // intents may go (the profiles are still due, the cursor or the next run
-                // finds them). Anything else (the connection lost) leaves the outcome
-                // unknown: the intents stay for the next run's replay.
-                if error.as_db_error().is_some() {
-                    let forget = if origin == Origin::Announced {
-                        ids
-                    } else {
-                        &ready
-                    };
-                    users.query_typed(steps::FORGET, &[(&forget, Type::INT8_ARRAY)])?;
+                // A database error in a fresh attempt: the advertiser database rolled the
+                // batch back, and the intents may go (the profiles are still due, the cursor
+                // or the next run finds them). Anything else (the connection lost), and any
+                // error of a replay (a lock timeout while a killed run's DELETE may still
+                // commit), leaves the outcome unknown: the intents stay for the next replay.
+                if error.as_db_error().is_some() && origin == Origin::Announced {
+                    users.query_typed(steps::FORGET, &[(&ids, Type::INT8_ARRAY)])?;
                 }
                 return Err(error);
             }
@@ -212,12 +215,17 @@ impl<'a> AdvertiserWork<'a> {
         &self,
         advertisers: &mut Client,
         ready: &[i64],
+        origin: Origin,
         recorder: &mut Recorder,
     ) -> Result<PlannedRows, postgres::Error> {
         if ready.is_empty() {
             return Ok(PlannedRows::default());
         }
-        self.attempt.run(advertisers, ready, None, recorder)
+        let attempt = match origin {
+            Origin::Announced => &self.attempt,
+            Origin::Replayed => &self.replay,
+        };
+        attempt.run(advertisers, ready, None, recorder)
     }
 
     /// Reports the completed deletions and the blocked profiles; returns the ids the

@@ -331,9 +331,11 @@ fn trial(seed: u64, fault: Fault) -> TrialResult {
         }
         Fault::KillInAdvertiserStatement | Fault::TerminateAdvertiserBackend => {
             wait_in_statement(&mut job, &mut advertisers, &mut rng, "DELETE")
+                .unwrap_or_else(|| missed(&mut result))
         }
         Fault::KillInUserStatement | Fault::TerminateUserBackend => {
             wait_in_statement(&mut job, &mut users, &mut rng, "UPDATE")
+                .unwrap_or_else(|| missed(&mut result))
         }
     };
     let was_running = job.running();
@@ -343,13 +345,17 @@ fn trial(seed: u64, fault: Fault) -> TrialResult {
         _ => job.kill9(),
     }
     let first = job.wait(job::HANG_LIMIT);
-    if matches!(
-        fault,
-        Fault::TerminateAdvertiserBackend | Fault::TerminateUserBackend
-    ) && !matches!(first.code, 0 | 1)
-    {
+    // A job held in the slow trigger is still running when the fault lands; one killed at a
+    // random moment may have finished an instant before.
+    let expected: &[i32] = match fault {
+        Fault::Kill => &[0, 137],
+        _ if !was_running => &[0],
+        Fault::TerminateAdvertiserBackend | Fault::TerminateUserBackend => &[1],
+        Fault::KillInAdvertiserStatement | Fault::KillInUserStatement => &[137],
+    };
+    if !expected.contains(&first.code) {
         result.fail(format!(
-            "the run whose backend was terminated: {}",
+            "the run hit by the fault should exit {expected:?}: {}",
             first.describe()
         ));
     }
@@ -372,23 +378,38 @@ fn trial(seed: u64, fault: Fault) -> TrialResult {
     result
 }
 
-/// Waits until the job runs a statement starting with `verb` on `client`'s database (held by
-/// the slow trigger), then a random few milliseconds more; returns the moment as text.
-fn wait_in_statement(job: &mut Job, client: &mut Client, rng: &mut Rng, verb: &str) -> String {
-    let seen = poll_until(job::HANG_LIMIT, || {
-        !job.running()
-            || client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
-                     'astegni-delete-expired' AND datname = current_database() \
-                     AND state = 'active' AND query ILIKE '%' || $1 || '%'",
-                    &[&verb],
-                )
-                .is_ok_and(|row| row.get::<_, i64>(0) > 0)
-    });
+/// Waits until the job's backend in `client`'s database sleeps in the slow trigger, then a
+/// random few milliseconds more; returns the moment as text, or None when the job ended
+/// first. The trigger's sleep, not the query text, says the job is mid-statement:
+/// `pg_stat_activity.query` stops at `track_activity_query_size` bytes, before the DELETE of
+/// a planned statement.
+fn wait_in_statement(
+    job: &mut Job,
+    client: &mut Client,
+    rng: &mut Rng,
+    verb: &str,
+) -> Option<String> {
+    let sleeping = |client: &mut Client| {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
+                 'astegni-delete-expired' AND datname = current_database() \
+                 AND state = 'active' AND wait_event = 'PgSleep'",
+                &[],
+            )
+            .is_ok_and(|row| row.get::<_, i64>(0) > 0)
+    };
+    poll_until(job::HANG_LIMIT, || !job.running() || sleeping(client));
     let delay = rng.below(30);
     std::thread::sleep(Duration::from_millis(delay));
-    format!("in a {verb} (seen {seen}) + {delay} ms")
+    job.running()
+        .then(|| format!("in the slow trigger of an {verb} + {delay} ms"))
+}
+
+/// A trial whose fault could not land: the job ended before it was seen mid-statement.
+fn missed(result: &mut TrialResult) -> String {
+    result.fail("the job ended before it was seen in the slow trigger".to_owned());
+    "never".to_owned()
 }
 
 fn terminate(client: &mut Client) {

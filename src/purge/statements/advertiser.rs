@@ -20,15 +20,21 @@ pub fn due_with_users(profile: &ProfileTable) -> String {
 /// In the advertiser database: one attempt at the profiles `$1`: locks those still due and
 /// deletes them. The units are the profiles; it returns (profile id, user id, NULL) per
 /// deletion, the email being the user database's.
-pub fn attempt(profile: &ProfileTable) -> Attempt {
+///
+/// A fresh attempt skips profiles others hold (the sweep waits for them). A replay waits
+/// for them (`wait`): the holder may be the DELETE of a run that was killed, which its
+/// backend carries on and commits after the job is gone; only once it has ended does the
+/// replay know whether the profile is gone (and completes it) or still due (and deletes it).
+pub fn attempt(profile: &ProfileTable, wait: bool) -> Attempt {
     let table = profile.table.quoted();
     let due = due::profile(profile, When::Now);
+    let skip = if wait { "" } else { " SKIP LOCKED" };
     Attempt {
         shape: Shape::Role,
         unit_alias: "p",
         locks: format!(
             "locked_profiles AS MATERIALIZED (SELECT p.id FROM {table} p \
-             WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE SKIP LOCKED), "
+             WHERE p.id = ANY($1::bigint[]) AND {due} FOR UPDATE{skip}), "
         ),
         units: "SELECT id FROM locked_profiles".to_owned(),
         busy: vec![format!(
