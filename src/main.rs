@@ -209,7 +209,7 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
     if let Some(hold) = &settings.hold_where {
         schema::check_hold_rule(&mut client, hold).map_err(setup_failure)?;
     }
-    let backup = check_backup(settings, &mut client, advertiser.as_mut())?;
+    let backup = check_backup(settings, writes, &mut client, advertiser.as_mut())?;
     if writes && settings.audit {
         prepare_audit(&mut client, &schema, &settings.command)?;
     }
@@ -258,10 +258,11 @@ fn run(settings: &Settings) -> Result<Done, Failure> {
     }
 }
 
-/// The backup interlock's finding, for the commands that delete or show it. A deleting run
-/// that finds no recent backup fails here, before its first write.
+/// The backup interlock's finding, for the commands that delete or show it. A run that
+/// `writes` and finds no recent backup fails here, before its first write.
 fn check_backup(
     settings: &Settings,
+    writes: bool,
     client: &mut postgres::Client,
     advertiser: Option<&mut Advertiser>,
 ) -> Result<Option<backup::Finding>, Failure> {
@@ -279,10 +280,9 @@ fn check_backup(
         _ => None,
     };
     let finding = requirement.check(client, advertiser_db);
-    let deletes = matches!(settings.command, Command::Run | Command::Approve(_));
     if finding.recent {
         log::info!("backup check passed: {}", finding.text);
-    } else if deletes && !settings.dry_run {
+    } else if writes {
         return Err(Failure {
             code: EXIT_NO_BACKUP,
             error: requirement.refusal(&finding),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::Cluster;
-use common::astegni::{Astegni, Variant, schema_sql};
+use common::astegni::{Astegni, Variant, schema_sql, tables_content};
 
 const NO_BACKUP: i32 = 4;
 
@@ -126,7 +126,11 @@ fn a_backup_command_must_succeed_in_time_and_its_text_is_never_shown() {
     let before = astegni.snapshot();
 
     let failing = "command:PGPASSWORD=hunter2 exit 3";
-    let (code, stdout, stderr) = astegni.run(&["--require-backup", failing]);
+    let alerts = Backups::new("alerts");
+    let alert_file = alerts.0.join("alert.txt");
+    let notify = format!("cat > {}", alert_file.display());
+    let (code, stdout, stderr) =
+        astegni.run(&["--require-backup", failing, "--notify-command", &notify]);
     assert_refused(
         code,
         &stdout,
@@ -137,6 +141,13 @@ fn a_backup_command_must_succeed_in_time_and_its_text_is_never_shown() {
         !stderr.contains("hunter2") && !stdout.contains("hunter2"),
         "{stderr}"
     );
+    let alert = std::fs::read_to_string(&alert_file).expect("the refusal alerts");
+    assert!(alert.contains("FAILED (exit 4)"), "{alert}");
+    assert!(
+        alert.contains("no recent backup, so nothing was deleted"),
+        "{alert}"
+    );
+    assert!(!alert.contains("hunter2"), "{alert}");
 
     let started = Instant::now();
     let (code, stdout, stderr) = astegni.run(&[
@@ -331,34 +342,6 @@ fn archiving_cluster(cluster: &Cluster) -> String {
     url
 }
 
-/// Every table of the public schema with all its rows, as text: equal before and after
-/// means the run changed nothing (and created no table).
-fn content(client: &mut postgres::Client) -> Vec<(String, String)> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' \
-             ORDER BY 1",
-            &[],
-        )
-        .expect("tables")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    tables
-        .into_iter()
-        .map(|table| {
-            let rows: Option<String> = client
-                .query_one(
-                    &format!("SELECT string_agg(t::text, '|' ORDER BY t::text) FROM {table} t"),
-                    &[],
-                )
-                .expect("rows")
-                .get(0);
-            (table, rows.unwrap_or_default())
-        })
-        .collect()
-}
-
 #[test]
 fn wal_archiving_must_be_recent_and_not_failing() {
     let astegni = Astegni::new("backup_no_archive");
@@ -379,7 +362,7 @@ fn wal_archiving_must_be_recent_and_not_failing() {
     let url = archiving_cluster(&cluster);
     let mut admin = cluster.admin();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    let before = content(&mut client);
+    let before = tables_content(&mut client, true);
     let run = |args: &[&str]| {
         let mut all = vec!["--database-url", &url, "--require-backup", "archiver"];
         all.extend_from_slice(args);
@@ -392,7 +375,7 @@ fn wal_archiving_must_be_recent_and_not_failing() {
     wait_for_archiver(&mut admin, "now() - last_archived_time > interval '2 s'");
     let (code, stdout, stderr) = run(&["--backup-max-age", "0.0003"]);
     assert_refused(code, &stdout, &stderr, "s ago, more than 1.1 s");
-    assert_eq!(content(&mut client), before);
+    assert_eq!(tables_content(&mut client, true), before);
 
     // A failing archive command after the last success.
     set_archive_command(&mut admin, "exit 1");
@@ -405,7 +388,7 @@ fn wal_archiving_must_be_recent_and_not_failing() {
         &stderr,
         "WAL archiving is failing: archiving",
     );
-    assert_eq!(content(&mut client), before);
+    assert_eq!(tables_content(&mut client, true), before);
 
     // Archiving again: the run deletes.
     set_archive_command(&mut admin, &archive_into(&cluster));

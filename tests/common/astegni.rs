@@ -218,49 +218,9 @@ impl Astegni {
         self.tables_content(false).into_iter().collect()
     }
 
-    /// (table, its rows as text) per table of the public schema; `all_columns` false leaves
-    /// out the time columns and the audit's id.
+    /// (table, its rows as text) per table of the public schema; see [`tables_content`].
     fn tables_content(&self, all_columns: bool) -> Vec<(String, String)> {
-        let mut client = self.db.client();
-        let tables: Vec<String> = client
-            .query(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-                &[],
-            )
-            .expect("tables")
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        tables
-            .into_iter()
-            .map(|table| {
-                let columns: Vec<String> = client
-                    .query(
-                        "SELECT quote_ident(column_name::text) FROM information_schema.columns \
-                         WHERE table_schema = 'public' AND table_name = $1 AND ($2 OR \
-                         (data_type NOT LIKE 'timestamp%' AND NOT \
-                         (table_name = 'deletion_audit_log' AND column_name = 'id'))) \
-                         ORDER BY ordinal_position",
-                        &[&table, &all_columns],
-                    )
-                    .expect("columns")
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
-                let rows: Option<String> = client
-                    .query_one(
-                        &format!(
-                            "SELECT string_agg(r::text, '|' ORDER BY r::text) FROM \
-                             (SELECT {} FROM \"{table}\") r",
-                            columns.join(", ")
-                        ),
-                        &[],
-                    )
-                    .expect("table content")
-                    .get(0);
-                (table, rows.unwrap_or_default())
-            })
-            .collect()
+        tables_content(&mut self.db.client(), all_columns)
     }
 
     /// Runs the job against this database with extra arguments.
@@ -274,6 +234,50 @@ impl Astegni {
         all.extend_from_slice(args);
         super::run_job(&all, env)
     }
+}
+
+/// (table, its rows as text) per table of the public schema of `client`'s database;
+/// `all_columns` false leaves out the time columns and the audit's id.
+pub fn tables_content(client: &mut postgres::Client, all_columns: bool) -> Vec<(String, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .expect("tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|table| {
+            let columns: Vec<String> = client
+                .query(
+                    "SELECT quote_ident(column_name::text) FROM information_schema.columns \
+                     WHERE table_schema = 'public' AND table_name = $1 AND ($2 OR \
+                     (data_type NOT LIKE 'timestamp%' AND NOT \
+                     (table_name = 'deletion_audit_log' AND column_name = 'id'))) \
+                     ORDER BY ordinal_position",
+                    &[&table, &all_columns],
+                )
+                .expect("columns")
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let rows: Option<String> = client
+                .query_one(
+                    &format!(
+                        "SELECT string_agg(r::text, '|' ORDER BY r::text) FROM \
+                         (SELECT {} FROM \"{table}\") r",
+                        columns.join(", ")
+                    ),
+                    &[],
+                )
+                .expect("table content")
+                .get(0);
+            (table, rows.unwrap_or_default())
+        })
+        .collect()
 }
 
 /// The schema fixture every test database is made from; its header lists the marked values
