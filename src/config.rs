@@ -449,7 +449,7 @@ const USAGE: &str = "\
 astegni-delete-expired: permanently delete Astegni roles and accounts past their grace period
 
 USAGE:
-    astegni-delete-expired [OPTIONS]                  run the job
+    astegni-delete-expired [run] [OPTIONS]            run the job
     astegni-delete-expired check [OPTIONS]            show the detected schema and what is due
     astegni-delete-expired pending [--days N] [--json] [OPTIONS]
                                                       what will be deleted in the next N days
@@ -458,6 +458,7 @@ USAGE:
                                                       as not automated
     astegni-delete-expired notify-failure [OPTIONS]   alert that the service failed (used by
                                                       the unit's OnFailure= hook)
+    astegni-delete-expired help [COMMAND]             this help, or a command's own
 
 OPTIONS (each also read from the environment variable shown, or from --env-file):
 ";
@@ -476,11 +477,99 @@ EXIT CODES:
 
 /// `--help`, printed from [`SETTINGS`].
 pub fn help() -> String {
+    let mut text = USAGE.to_owned();
+    text.push_str(&option_rows(SETTINGS.iter()));
+    text.push_str(EXIT_CODES);
+    text
+}
+
+/// One command's own help: what it does, its options, an example.
+struct CommandHelp {
+    name: &'static str,
+    usage: &'static str,
+    about: &'static str,
+    /// The flags of [`SETTINGS`] that shape this command most.
+    flags: &'static [&'static str],
+    example: &'static str,
+}
+
+const COMMANDS: &[CommandHelp] = &[
+    CommandHelp {
+        name: "run",
+        usage: "astegni-delete-expired [run] [OPTIONS]",
+        about: "Deletes every role profile and account past its grace period, one audit row and \
+                one log entry per deletion (the command the service runs; `run` may be left out).",
+        flags: &[
+            "dry-run",
+            "foreign-keys",
+            "foreign-key",
+            "max-accounts",
+            "hold-where",
+            "require-backup",
+            "report-file",
+        ],
+        example: "astegni-delete-expired --env-file /etc/astegni/delete-expired.env --dry-run",
+    },
+    CommandHelp {
+        name: "check",
+        usage: "astegni-delete-expired check [--graph] [OPTIONS]",
+        about: "Connects, detects the schema and prints what is due now and later, the foreign \
+                keys on the deletion path and the backup state; changes nothing.",
+        flags: &["graph", "foreign-keys", "foreign-key", "require-backup"],
+        example: "astegni-delete-expired check --env-file /etc/astegni/delete-expired.env \
+                  --graph | dot -Tsvg > plan.svg",
+    },
+    CommandHelp {
+        name: "pending",
+        usage: "astegni-delete-expired pending [--days N] [--json] [OPTIONS]",
+        about: "Lists the roles and accounts due within N days, overdue ones included; changes \
+                nothing.",
+        flags: &["days", "json", "hold-where", "log-emails"],
+        example: "astegni-delete-expired pending --env-file /etc/astegni/delete-expired.env \
+                  --days 30",
+    },
+    CommandHelp {
+        name: "approve",
+        usage: "astegni-delete-expired approve USER_ID... [OPTIONS]",
+        about: "Deletes accounts held by --hold-where, each only if it is due, audited as not \
+                automated.",
+        flags: &["dry-run", "require-backup", "report-file"],
+        example: "astegni-delete-expired approve 123 456 --env-file /etc/astegni/delete-expired.env",
+    },
+    CommandHelp {
+        name: "notify-failure",
+        usage: "astegni-delete-expired notify-failure [OPTIONS]",
+        about: "Alerts that the service failed, unless the failed run alerted itself; run by the \
+                unit's OnFailure= hook.",
+        flags: &["notify-command", "webhook-url"],
+        example: "systemctl start astegni-delete-expired-notify-failure.service",
+    },
+];
+
+/// `COMMAND --help` and `help COMMAND`; None for a name that is not a command.
+pub fn command_help(name: &str) -> Option<String> {
+    let command = COMMANDS.iter().find(|command| command.name == name)?;
+    let mut text = format!("USAGE:\n    {}\n\n", command.usage);
+    for line in wrap(command.about, 92) {
+        let _ = writeln!(text, "{line}");
+    }
+    text.push_str("\nOPTIONS (all options: astegni-delete-expired --help):\n");
+    let specs = command
+        .flags
+        .iter()
+        .filter_map(|flag| SETTINGS.iter().find(|spec| spec.flag == *flag));
+    text.push_str(&option_rows(specs));
+    let _ = write!(text, "\nEXAMPLE:\n    {}\n", command.example);
+    Some(text)
+}
+
+/// The option lines of `--help` for `specs`: flag, variable, help and default.
+fn option_rows<'a>(specs: impl Iterator<Item = &'a Spec>) -> String {
     const FLAG_WIDTH: usize = 25;
     const ENV_WIDTH: usize = 26;
     const HELP_WIDTH: usize = 42;
-    let mut text = USAGE.to_owned();
-    for spec in SETTINGS {
+    let mut text = String::new();
+    for spec in specs {
         let flag = match spec.value {
             Some(value) => format!("--{} {value}", spec.flag),
             None => format!("--{}", spec.flag),
@@ -506,7 +595,6 @@ pub fn help() -> String {
             );
         }
     }
-    text.push_str(EXIT_CODES);
     text
 }
 
@@ -669,7 +757,13 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
-                print!("{}", help());
+                // `check --help` or `--help check`: that command's help.
+                let topic = low.command.clone().or_else(|| {
+                    let mut rest = parser.raw_args().ok()?;
+                    rest.find_map(|arg| arg.into_string().ok().filter(|a| !a.starts_with('-')))
+                });
+                let text = topic.as_deref().and_then(command_help);
+                print!("{}", text.unwrap_or_else(help));
                 return Ok(None);
             }
             Short('V') | Long("version") => {
@@ -725,6 +819,17 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
             Value(value) => low.operands.push(value.string()?),
             _ => return Err(arg.unexpected().into()),
         }
+    }
+    if low.command.as_deref() == Some("help") {
+        let text = match low.operands.as_slice() {
+            [] => help(),
+            [topic] => command_help(topic).with_context(|| {
+                format!("help: unknown command {topic:?} (expected run, check, pending, approve or notify-failure)")
+            })?,
+            _ => bail!("help takes one COMMAND"),
+        };
+        print!("{text}");
+        return Ok(None);
     }
     Ok(Some(low))
 }
@@ -931,7 +1036,7 @@ fn command(low: &LowArgs) -> anyhow::Result<Command> {
         }
         "approve" => Command::Approve(user_ids(&low.operands)?),
         other => bail!(
-            "unknown command {other:?} (expected check, pending, approve or notify-failure, or \
+            "unknown command {other:?} (expected check, pending, approve, notify-failure or help, or \
              none to run the job)"
         ),
     })

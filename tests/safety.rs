@@ -536,3 +536,56 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert!(stdout.starts_with("astegni-delete-expired "));
 }
+
+#[test]
+fn each_command_has_its_own_help() {
+    let (_, global, _) = run_job(&["--help"], &[]);
+    let (code, help, _) = run_job(&["help"], &[]);
+    assert_eq!(
+        (code, &help),
+        (0, &global),
+        "help without a command is --help"
+    );
+    for (command, usage, option) in [
+        ("run", "astegni-delete-expired [run] [OPTIONS]", "--dry-run"),
+        ("check", "astegni-delete-expired check [--graph]", "--graph"),
+        (
+            "pending",
+            "astegni-delete-expired pending [--days N]",
+            "--days N",
+        ),
+        (
+            "approve",
+            "astegni-delete-expired approve USER_ID...",
+            "--require-backup",
+        ),
+        (
+            "notify-failure",
+            "astegni-delete-expired notify-failure",
+            "--webhook-url",
+        ),
+    ] {
+        let (code, own, stderr) = run_job(&[command, "--help"], &[]);
+        assert_eq!(code, 0, "{command} --help: {stderr}");
+        assert!(
+            own.starts_with(&format!("USAGE:\n    {usage}")),
+            "{command}:\n{own}"
+        );
+        assert!(
+            own.contains(option) && own.contains("EXAMPLE:"),
+            "{command}:\n{own}"
+        );
+        assert!(
+            own.len() < global.len() / 2,
+            "{command} --help is the global help"
+        );
+        let (_, by_help, _) = run_job(&["help", command], &[]);
+        assert_eq!(by_help, own, "help {command}");
+        let (_, flag_first, _) = run_job(&["--help", command], &[]);
+        assert_eq!(flag_first, own, "--help {command}");
+    }
+    let (code, stdout, stderr) = run_job(&["help", "bogus"], &[]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("unknown command \"bogus\""), "{stderr}");
+}
