@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -169,6 +170,9 @@ pub enum Parsed {
 pub const DEFAULT_ROLES: [&str; 5] = ["student", "tutor", "parent", "advertiser", "user"];
 const DEFAULT_MAX_ACCOUNTS: u64 = 1000;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 60;
+/// At a terminal a person is waiting: a typo in the host should not cost a minute. Under
+/// systemd (stderr is the journal) the minute covers a boot-time run before PostgreSQL.
+const TERMINAL_CONNECT_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_LOCK_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_PENDING_DAYS: u64 = 7;
@@ -357,8 +361,8 @@ pub const SETTINGS: &[Spec] = &[
         flag: "connect-timeout",
         value: Some("SECS"),
         env: Some("ASTEGNI_CONNECT_TIMEOUT"),
-        default: Some("60"),
-        help: "keep retrying the connection this long",
+        default: Some("60; 5 at a terminal"),
+        help: "keep retrying the connection this long (0: one attempt, no retry)",
     },
     Spec {
         key: Key::LockTimeout,
@@ -970,7 +974,7 @@ impl Settings {
             audit: !switch_or_false(&low.no_audit)?,
             max_accounts: number_or(&low.max_accounts, DEFAULT_MAX_ACCOUNTS)?,
             log_target: parsed_or(&low.log_target, LogTarget::Auto)?,
-            connect_timeout: seconds_or(&low.connect_timeout, DEFAULT_CONNECT_TIMEOUT_SECS)?,
+            connect_timeout: seconds_or(&low.connect_timeout, default_connect_timeout())?,
             lock_timeout: seconds_or(&low.lock_timeout, DEFAULT_LOCK_TIMEOUT_SECS)?,
             statement_timeout: seconds_or(&low.statement_timeout, DEFAULT_STATEMENT_TIMEOUT_SECS)?,
             webhook_url: webhook_url(low.webhook_url)?,
@@ -1007,6 +1011,15 @@ fn backup(low: &LowArgs) -> anyhow::Result<Option<Requirement>> {
             command_timeout,
         })),
         _ => Ok(None),
+    }
+}
+
+/// The connect timeout when none is given: short at a terminal, a minute otherwise.
+fn default_connect_timeout() -> u64 {
+    if std::io::stderr().is_terminal() {
+        TERMINAL_CONNECT_TIMEOUT_SECS
+    } else {
+        DEFAULT_CONNECT_TIMEOUT_SECS
     }
 }
 

@@ -66,7 +66,8 @@ pub fn connect(target: &Target, which: &str, timeout: Duration) -> Result<Client
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(ConnectError::Unreachable(anyhow!(
-                "database unreachable after {attempts} attempt(s) in {}s: {description}",
+                "database unreachable after {attempts} attempt(s) in {}s: {description} \
+                 (--connect-timeout SECS waits longer)",
                 timeout.as_secs()
             )));
         }

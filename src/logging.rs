@@ -7,7 +7,9 @@
 //! written as one plain line to stderr, which under systemd is a journal *stream* attributed
 //! to the unit when it was opened. Under systemd this shows the final lines twice, once with
 //! fields and once as text; that is the price of never losing the reason a run failed.
-//! At a terminal, warnings and errors are echoed to stderr too, so a person sees them.
+//! At a terminal, warnings and errors are echoed to stderr too, so a person sees them. When
+//! the report is shown on the terminal as well, stderr gets nothing else: the report already
+//! has a line per deletion, and two streams on one terminal interleave.
 //!
 //! Without a journal (cron), every record goes to stderr. The info lines (one per deletion)
 //! are then gathered and written out together at the end of each batch ([`log::Log::flush`],
@@ -29,8 +31,10 @@ pub const FINAL: &str = "astegni_delete_expired::final";
 const IDENTIFIER: &str = "astegni-delete-expired";
 
 /// Installs the logger for `target`; returns a warning to log if the journal was wanted but
-/// could not be reached.
-pub fn init(target: LogTarget) -> Option<String> {
+/// could not be reached. `report_on_terminal`: the run report goes to a terminal, where a
+/// person reads it; stderr, if it is that terminal too, then gets only warnings and errors,
+/// so that each deletion is printed once, in the report's order.
+pub fn init(target: LogTarget, report_on_terminal: bool) -> Option<String> {
     let (journal, warning) = match target {
         LogTarget::Stderr => (None, None),
         LogTarget::Auto => (open_journal().ok(), None),
@@ -44,9 +48,11 @@ pub fn init(target: LogTarget) -> Option<String> {
             ),
         },
     };
+    let stderr_is_terminal = std::io::stderr().is_terminal();
     let logger = Logger {
         journal,
-        stderr_is_terminal: std::io::stderr().is_terminal(),
+        stderr_is_terminal,
+        quiet_info: stderr_is_terminal && report_on_terminal,
         pending: Mutex::new(Vec::new()),
     };
     // Installing fails only if a logger is already installed, which we never do twice.
@@ -63,6 +69,8 @@ fn open_journal() -> std::io::Result<JournalLog> {
 struct Logger {
     journal: Option<JournalLog>,
     stderr_is_terminal: bool,
+    /// Info records stay off stderr: the report on the same terminal shows them.
+    quiet_info: bool,
     /// Info lines for stderr not written yet.
     pending: Mutex<Vec<u8>>,
 }
@@ -95,7 +103,7 @@ impl Logger {
 
     fn echo_to_stderr(&self, record: &Record) -> bool {
         match self.journal {
-            None => true,
+            None => !self.quiet_info || record.level() <= Level::Warn,
             Some(_) => {
                 record.target() == FINAL
                     || (self.stderr_is_terminal && record.level() <= Level::Warn)

@@ -91,7 +91,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(warning) = logging::init(settings.log_target) {
+    let report_on_terminal =
+        settings.report_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if let Some(warning) = logging::init(settings.log_target, report_on_terminal) {
         log::warn!("{warning}");
     }
     let code = if settings.command == Command::NotifyFailure {
