@@ -157,6 +157,8 @@ pub struct Settings {
     pub keys: Policy,
     /// The backup interlock, if the operator turned it on.
     pub backup: Option<Requirement>,
+    /// Warnings to log once logging is set up: env file keys that are not settings.
+    pub warnings: Vec<String>,
 }
 
 /// The outcome of reading the command line.
@@ -703,21 +705,20 @@ impl LowArgs {
     /// file); an empty variable counts as unset.
     fn fill_from(
         &mut self,
-        env: &dyn Fn(&str) -> anyhow::Result<Option<String>>,
+        env: &dyn Fn(&str) -> anyhow::Result<Option<Given>>,
     ) -> anyhow::Result<()> {
         for spec in SETTINGS {
             let Some(variable) = spec.env else {
                 continue;
             };
-            let given = |text: &str| Given {
-                text: text.trim().to_owned(),
-                from: variable.to_owned(),
-            };
             match self.slot(spec.key) {
-                Slot::One(slot) if slot.is_none() => *slot = env(variable)?.map(|t| given(&t)),
+                Slot::One(slot) if slot.is_none() => *slot = env(variable)?,
                 Slot::Many(slot) if slot.is_empty() => {
                     if let Some(list) = env(variable)? {
-                        slot.extend(list.split(',').map(given));
+                        slot.extend(list.text.split(',').map(|text| Given {
+                            text: text.trim().to_owned(),
+                            from: list.from.clone(),
+                        }));
                     }
                 }
                 _ => {}
@@ -727,30 +728,103 @@ impl LowArgs {
     }
 }
 
+/// Why the settings could not be read.
+pub enum ArgsError {
+    /// The command line itself: an unknown flag or command, a missing value; `--help` helps.
+    Usage(anyhow::Error),
+    /// A value, wherever it came from; the message says what is expected, and where from.
+    Value(anyhow::Error),
+}
+
 /// Reads the command line and the environment into [`Settings`].
-pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Parsed> {
-    let Some(mut low) = parse_flags(args)? else {
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, ArgsError> {
+    let Some(mut low) = parse_flags(args).map_err(ArgsError::Usage)? else {
         return Ok(Parsed::Done);
     };
+    let command = command(&low).map_err(ArgsError::Usage)?;
     let env_file = match &low.env_file {
-        Some(path) => envfile::read(Path::new(&path.text))?,
-        None => EnvFile::new(),
+        Some(path) => envfile::read(Path::new(&path.text)).map_err(ArgsError::Value)?,
+        None => EnvFile::default(),
     };
-    low.fill_from(&|name| environment(name, true, &env_file))?;
-    Settings::from_low(low).map(|settings| Parsed::Settings(Box::new(settings)))
+    low.fill_from(&|name| environment(name, true, &env_file))
+        .map_err(ArgsError::Value)?;
+    let mut settings = Settings::from_low(low, command).map_err(ArgsError::Value)?;
+    settings.warnings = unknown_keys(&env_file);
+    Ok(Parsed::Settings(Box::new(settings)))
 }
 
 /// A variable's value from the process environment (if `process` is true), else the env
-/// file; empty is unset.
-fn environment(name: &str, process: bool, env_file: &EnvFile) -> anyhow::Result<Option<String>> {
+/// file, with where it came from; empty is unset.
+fn environment(name: &str, process: bool, env_file: &EnvFile) -> anyhow::Result<Option<Given>> {
     let from_env = match std::env::var(name) {
         _ if !process => None,
         Ok(value) => Some(value),
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
     };
-    let value = from_env.or_else(|| env_file.get(name).cloned());
-    Ok(value.filter(|value| !value.trim().is_empty()))
+    let given = match from_env {
+        Some(text) => Given {
+            text,
+            from: name.to_owned(),
+        },
+        None => match (env_file.get(name), env_file.origin(name)) {
+            (Some(text), Some(origin)) => Given {
+                text: text.to_owned(),
+                from: format!("{name} ({origin})"),
+            },
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(given)
+        .filter(|given| !given.text.trim().is_empty())
+        .map(|given| Given {
+            text: given.text.trim().to_owned(),
+            from: given.from,
+        }))
+}
+
+/// Warnings for the env file's keys that look meant for the job but are not its settings:
+/// an unknown `ASTEGNI_*` key, or a near miss of a setting's variable (`DATABSE_URL`). The
+/// backend's other keys (`SECRET_KEY`, `REDIS_URL`...) pass silently.
+fn unknown_keys(env_file: &EnvFile) -> Vec<String> {
+    let known: Vec<&str> = SETTINGS.iter().filter_map(|spec| spec.env).collect();
+    env_file
+        .keys()
+        .into_iter()
+        .filter(|(key, _)| !known.contains(key))
+        .filter_map(|(key, line)| {
+            let nearest = known
+                .iter()
+                .map(|name| (edit_distance(key, name), *name))
+                .min()
+                .filter(|(distance, _)| *distance <= 2)
+                .map(|(_, name)| name);
+            let guess = nearest
+                .map(|name| format!(" (did you mean {name}?)"))
+                .unwrap_or_default();
+            (key.starts_with("ASTEGNI_") || nearest.is_some()).then(|| {
+                format!(
+                    "env file {} line {line}: {key} is not a setting of this job{guess}; ignored",
+                    env_file.path
+                )
+            })
+        })
+        .collect()
+}
+
+/// The Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<LowArgs>> {
@@ -952,8 +1026,7 @@ fn parsed_or<T: FromStr<Err = &'static str>>(
 
 impl Settings {
     /// The one validating conversion from the settings as given.
-    fn from_low(low: LowArgs) -> anyhow::Result<Settings> {
-        let command = command(&low)?;
+    fn from_low(low: LowArgs, command: Command) -> anyhow::Result<Settings> {
         if low.database_url.is_none() && command != Command::NotifyFailure {
             bail!(
                 "no database given: use --database-url, DATABASE_URL, or --env-file with \
@@ -969,6 +1042,7 @@ impl Settings {
         Ok(Settings {
             advertiser_role,
             backup,
+            warnings: Vec::new(),
             command,
             dry_run: switch_or_false(&low.dry_run)?,
             audit: !switch_or_false(&low.no_audit)?,
@@ -1166,12 +1240,40 @@ mod tests {
 
     fn parse(args: &[&str], env_file: &[(&str, &str)]) -> anyhow::Result<Settings> {
         let mut low = parse_flags(args.iter().map(OsString::from))?.expect("not help");
-        let env_file: EnvFile = env_file
+        let text: String = env_file
             .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .map(|(key, value)| {
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{key}=\"{escaped}\"\n")
+            })
             .collect();
+        let env_file = envfile::parse(&text, "test.env")?;
         low.fill_from(&|name| environment(name, false, &env_file))?;
-        Settings::from_low(low)
+        let command = command(&low)?;
+        Settings::from_low(low, command)
+    }
+
+    #[test]
+    fn env_file_keys_meant_for_the_job_but_unknown_are_warned_about() {
+        let file = envfile::parse(
+            "SECRET_KEY=x\nASTEGNI_LOG_TARGT=stderr\nDATABSE_URL=y\nREDIS_URL=z\n\
+             ASTEGNI_NEW_THING=1\nDATABASE_URL=ok\nASTEGNI_DRY_RUN=\n",
+            "/etc/x.env",
+        )
+        .unwrap();
+        assert_eq!(
+            unknown_keys(&file),
+            [
+                "env file /etc/x.env line 2: ASTEGNI_LOG_TARGT is not a setting of this job \
+                 (did you mean ASTEGNI_LOG_TARGET?); ignored",
+                "env file /etc/x.env line 3: DATABSE_URL is not a setting of this job (did you \
+                 mean DATABASE_URL?); ignored",
+                "env file /etc/x.env line 5: ASTEGNI_NEW_THING is not a setting of this job; \
+                 ignored",
+            ]
+        );
+        assert_eq!(edit_distance("DATABASE_URL", "DATABASE_URL"), 0);
+        assert_eq!(edit_distance("DATABSE_URL", "DATABASE_URL"), 1);
     }
 
     #[test]
@@ -1293,7 +1395,8 @@ mod tests {
         .to_string();
         assert_eq!(
             error,
-            "invalid ASTEGNI_LOG_TARGET \"syslog\" (expected auto, journal, stderr)"
+            "invalid ASTEGNI_LOG_TARGET (test.env line 2) \"syslog\" (expected auto, journal, \
+             stderr)"
         );
     }
 

@@ -13,8 +13,37 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-/// The variables of one dotenv file.
-pub type EnvFile = HashMap<String, String>;
+/// The variables of one dotenv file, each with the line that set it, for messages.
+#[derive(Debug, Default)]
+pub struct EnvFile {
+    /// The file's path as given.
+    pub path: String,
+    vars: HashMap<String, (String, usize)>,
+}
+
+impl EnvFile {
+    /// The value of `key`, if the file sets it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(|(value, _)| value.as_str())
+    }
+
+    /// Where the file sets `key`: "PATH line N".
+    pub fn origin(&self, key: &str) -> Option<String> {
+        let (_, line) = self.vars.get(key)?;
+        Some(format!("{} line {line}", self.path))
+    }
+
+    /// Every key the file sets, with its line, in line order.
+    pub fn keys(&self) -> Vec<(&str, usize)> {
+        let mut keys: Vec<(&str, usize)> = self
+            .vars
+            .iter()
+            .map(|(key, (_, line))| (key.as_str(), *line))
+            .collect();
+        keys.sort_by_key(|(_, line)| *line);
+        keys
+    }
+}
 
 /// Reads and parses the dotenv file at `path`.
 pub fn read(path: &Path) -> anyhow::Result<EnvFile> {
@@ -22,20 +51,24 @@ pub fn read(path: &Path) -> anyhow::Result<EnvFile> {
         std::fs::read(path).with_context(|| format!("cannot read env file {}", path.display()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("env file {} is not valid UTF-8", path.display()))?;
-    parse(&text).with_context(|| format!("env file {}", path.display()))
+    parse(&text, &path.display().to_string())
+        .with_context(|| format!("env file {}", path.display()))
 }
 
-/// Parses dotenv text; later assignments of the same key win, as in a shell.
-pub fn parse(text: &str) -> anyhow::Result<EnvFile> {
-    let mut vars = EnvFile::new();
+/// Parses dotenv text read from `path`; later assignments of the same key win, as in a shell.
+pub fn parse(text: &str, path: &str) -> anyhow::Result<EnvFile> {
+    let mut file = EnvFile {
+        path: path.to_owned(),
+        vars: HashMap::new(),
+    };
     for (index, line) in text.lines().enumerate() {
         if let Some((key, value)) =
             parse_line(line).with_context(|| format!("line {}", index + 1))?
         {
-            vars.insert(key, value);
+            file.vars.insert(key, (value, index + 1));
         }
     }
-    Ok(vars)
+    Ok(file)
 }
 
 fn parse_line(line: &str) -> anyhow::Result<Option<(String, String)>> {
@@ -121,18 +154,24 @@ mod tests {
              PLAIN=value # comment\n\
              ESCAPED=\"x\\\"y\\\\z\"\n\
              EMPTY=\n",
+            ".env",
         )
         .unwrap();
-        assert_eq!(vars["DATABASE_URL"], "postgresql://u:p%40ss@db/astegni");
-        assert_eq!(vars["SECRET"], "a$b \"c\"");
-        assert_eq!(vars["PLAIN"], "value");
-        assert_eq!(vars["ESCAPED"], "x\"y\\z");
-        assert_eq!(vars["EMPTY"], "");
+        assert_eq!(
+            vars.get("DATABASE_URL"),
+            Some("postgresql://u:p%40ss@db/astegni")
+        );
+        assert_eq!(vars.get("SECRET"), Some("a$b \"c\""));
+        assert_eq!(vars.get("PLAIN"), Some("value"));
+        assert_eq!(vars.get("ESCAPED"), Some("x\"y\\z"));
+        assert_eq!(vars.get("EMPTY"), Some(""));
+        assert_eq!(vars.origin("SECRET").as_deref(), Some(".env line 4"));
+        assert_eq!(vars.keys().first(), Some(&("DATABASE_URL", 3)));
     }
 
     #[test]
     fn errors_name_the_line_but_not_the_value() {
-        let error = parse("OK=1\nDATABASE_URL='secret-password\n").unwrap_err();
+        let error = parse("OK=1\nDATABASE_URL='secret-password\n", ".env").unwrap_err();
         let message = format!("{error:#}");
         assert!(message.contains("line 2"), "{message}");
         assert!(!message.contains("secret-password"), "{message}");
@@ -140,7 +179,7 @@ mod tests {
 
     #[test]
     fn rejects_lines_without_assignment() {
-        assert!(parse("just words\n").is_err());
-        assert!(parse("1KEY=x\n").is_err());
+        assert!(parse("just words\n", ".env").is_err());
+        assert!(parse("1KEY=x\n", ".env").is_err());
     }
 }

@@ -29,7 +29,7 @@ mod webhook;
 
 use std::process::ExitCode;
 
-use config::{Command, Parsed, Settings};
+use config::{ArgsError, Command, Parsed, Settings};
 use purge::advertiser::Advertiser;
 use report::{FAILURE_MESSAGE_ID, Report};
 use summary::{Ending, Summary};
@@ -85,15 +85,22 @@ fn main() -> ExitCode {
     let settings = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Parsed::Settings(settings)) => settings,
         Ok(Parsed::Done) => return ExitCode::from(EXIT_OK),
-        Err(error) => {
+        Err(ArgsError::Usage(error)) => {
             eprintln!("astegni-delete-expired: error: {error:#}");
             eprintln!("Try 'astegni-delete-expired --help' for more information.");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(ArgsError::Value(error)) => {
+            eprintln!("astegni-delete-expired: error: {error:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let report_on_terminal =
         settings.report_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(warning) = logging::init(settings.log_target, report_on_terminal) {
+        log::warn!("{warning}");
+    }
+    for warning in &settings.warnings {
         log::warn!("{warning}");
     }
     let code = if settings.command == Command::NotifyFailure {

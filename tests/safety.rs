@@ -417,6 +417,51 @@ fn exit_codes_for_unreachable_and_bad_urls() {
 }
 
 #[test]
+fn env_file_mistakes_name_the_file_and_line() {
+    let astegni = Astegni::new("envfile_lines");
+    let env_file = std::env::temp_dir().join(format!("astegni-lines-{}.env", std::process::id()));
+    let path = env_file.to_str().expect("path").to_owned();
+    let write = |text: String| std::fs::write(&env_file, text).expect("env file");
+
+    // Keys that look meant for the job but are not its settings: a warning each, and the
+    // run goes on.
+    write(format!(
+        "SECRET_KEY=backend\nDATABASE_URL=\"{}\"\nASTEGNI_DRY_RUNN=true\nDATABSE_URL=x\n",
+        astegni.db.url
+    ));
+    let (code, _, stderr) = run_job(&["check", "--env-file", &path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        format!(
+            "warning: env file {path} line 3: ASTEGNI_DRY_RUNN is not a setting of this job (did you mean ASTEGNI_DRY_RUN?); ignored"
+        ),
+        format!(
+            "warning: env file {path} line 4: DATABSE_URL is not a setting of this job (did you mean DATABASE_URL?); ignored"
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} in\n{stderr}");
+    }
+    assert!(!stderr.contains("SECRET_KEY"), "{stderr}");
+
+    // A bad value: the file and line, what is expected, no --help.
+    write(format!(
+        "DATABASE_URL=\"{}\"\nASTEGNI_MAX_ACCOUNTS=lots\n",
+        astegni.db.url
+    ));
+    let (code, stdout, stderr) = run_job(&["--env-file", &path], &[]);
+    std::fs::remove_file(&env_file).expect("remove env file");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "astegni-delete-expired: error: ASTEGNI_MAX_ACCOUNTS ({path} line 2) must be a \
+             non-negative whole number, not \"lots\"\n"
+        )
+    );
+}
+
+#[test]
 fn the_password_never_appears_in_any_output() {
     let password = "Pw-0f-Astegni-42";
     let role = TestRole::create("jobuser", password);
