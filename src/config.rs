@@ -129,6 +129,10 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// The advertiser database, where the advertiser role's profiles live since the split.
     pub advertiser_database_url: Option<String>,
+    /// Where the two URLs came from, for errors: the flag, or the variable (with the env
+    /// file's path and line).
+    pub database_url_from: String,
+    pub advertiser_database_url_from: String,
     pub timezone: Option<String>,
     /// The zone of the profile tables' naive `scheduled_deletion_at`; None: as `timezone`.
     pub role_timezone: Option<String>,
@@ -999,6 +1003,13 @@ impl Given {
     }
 }
 
+/// Where a setting came from, or its variable's name when it was not given.
+fn origin(given: &Option<Given>, variable: &str) -> String {
+    given
+        .as_ref()
+        .map_or_else(|| variable.to_owned(), |given| given.from.clone())
+}
+
 fn text(given: Option<Given>) -> Option<String> {
     given.map(|given| given.text)
 }
@@ -1061,6 +1072,11 @@ impl Settings {
             },
             roles,
             roles_explicit,
+            database_url_from: origin(&low.database_url, "DATABASE_URL"),
+            advertiser_database_url_from: origin(
+                &low.advertiser_database_url,
+                "ADVERTISER_DATABASE_URL",
+            ),
             database_url: text(low.database_url),
             advertiser_database_url: text(low.advertiser_database_url),
             timezone: text(low.timezone),

@@ -175,7 +175,9 @@ fn alert(settings: &Settings, result: &Result<Done, Failure>, code: u8) {
 
 fn run(settings: &Settings) -> Result<Done, Failure> {
     let url = settings.database_url.as_deref().unwrap_or_default();
-    let target = conninfo::parse(url).map_err(fail(EXIT_CONFIG))?;
+    let target = conninfo::parse(url)
+        .map_err(|error| error.context(settings.database_url_from.clone()))
+        .map_err(fail(EXIT_CONFIG))?;
     let mut client =
         db::connect(&target, "", settings.connect_timeout).map_err(|error| match error {
             db::ConnectError::Unreachable(error) => Failure {
@@ -312,7 +314,9 @@ fn connect_advertiser(
 ) -> Result<Advertiser, Failure> {
     let in_advertiser_db = |error: anyhow::Error| error.context("the advertiser database");
     let target = conninfo::parse(url)
-        .map_err(|error| in_advertiser_db(error.context("invalid ADVERTISER_DATABASE_URL")))
+        .map_err(|error| {
+            in_advertiser_db(error.context(settings.advertiser_database_url_from.clone()))
+        })
         .map_err(fail(EXIT_CONFIG))?;
     let mut client = match db::connect(
         &target,

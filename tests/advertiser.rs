@@ -347,7 +347,7 @@ fn an_unreachable_advertiser_database_fails_only_its_part() {
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("the advertiser database: invalid ADVERTISER_DATABASE_URL")
+        stderr.contains("the advertiser database: --advertiser-database-url: invalid database URL")
             && !stderr.contains("secret-pw"),
         "{stderr}"
     );

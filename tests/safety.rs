@@ -449,7 +449,16 @@ fn env_file_mistakes_name_the_file_and_line() {
         astegni.db.url
     ));
     let (code, stdout, stderr) = run_job(&["--env-file", &path], &[]);
+    // A bad secret: the file and line, never the value.
+    write("DATABASE_URL=postgresql://astegni:Secret-PW@localhost:notaport/db\n".to_owned());
+    let (secret_code, _, secret_stderr) = run_job(&["--env-file", &path], &[]);
     std::fs::remove_file(&env_file).expect("remove env file");
+    assert_eq!(secret_code, 2, "{secret_stderr}");
+    assert!(
+        secret_stderr.contains(&format!("error: DATABASE_URL ({path} line 1): ")),
+        "{secret_stderr}"
+    );
+    assert!(!secret_stderr.contains("Secret-PW"), "{secret_stderr}");
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert_eq!(
