@@ -766,25 +766,16 @@ fn environment(name: &str, process: bool, env_file: &EnvFile) -> anyhow::Result<
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
     };
-    let given = match from_env {
-        Some(text) => Given {
-            text,
-            from: name.to_owned(),
-        },
-        None => match (env_file.get(name), env_file.origin(name)) {
-            (Some(text), Some(origin)) => Given {
-                text: text.to_owned(),
-                from: format!("{name} ({origin})"),
-            },
-            _ => return Ok(None),
-        },
+    let (text, from) = match (from_env, env_file.get(name), env_file.origin(name)) {
+        (Some(text), _, _) => (text, name.to_owned()),
+        (None, Some(text), Some(origin)) => (text.to_owned(), format!("{name} ({origin})")),
+        _ => return Ok(None),
     };
-    Ok(Some(given)
-        .filter(|given| !given.text.trim().is_empty())
-        .map(|given| Given {
-            text: given.text.trim().to_owned(),
-            from: given.from,
-        }))
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| Given {
+        text: text.to_owned(),
+        from,
+    }))
 }
 
 /// Warnings for the env file's keys that look meant for the job but are not its settings:
@@ -906,7 +897,12 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
         let text = match low.operands.as_slice() {
             [] => help(),
             [topic] => command_help(topic).with_context(|| {
-                format!("help: unknown command {topic:?} (expected run, check, pending, approve or notify-failure)")
+                let names: Vec<&str> = COMMANDS.iter().map(|command| command.name).collect();
+                let (last, rest) = names.split_last().unwrap_or((&"run", &[]));
+                format!(
+                    "help: unknown command {topic:?} (expected {} or {last})",
+                    rest.join(", ")
+                )
             })?,
             _ => bail!("help takes one COMMAND"),
         };

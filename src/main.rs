@@ -387,11 +387,10 @@ fn purge_and_report(
         settings.dry_run,
         settings.log_emails,
     );
-    let summary = match &settings.command {
+    let mut summary = match &settings.command {
         Command::Approve(users) => purge::approve(client, schema, &options, users, &mut report),
         _ => purge::run(client, schema, &options, advertiser, &mut report),
     };
-    let mut summary = summary;
     match backup {
         Some(finding) if !finding.recent => {
             report.warning(&format!(
