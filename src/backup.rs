@@ -228,7 +228,7 @@ fn aged(what: String, age: Duration, max_age: Duration) -> Finding {
 
 /// An age or a limit, in hours as the limit is given ("26 h", "1.5 h"); under an hour in
 /// minutes or seconds, which an hour's tenths would round away.
-pub fn hours(duration: Duration) -> String {
+fn hours(duration: Duration) -> String {
     let seconds = duration.as_secs_f64();
     let (value, unit) = match seconds {
         s if s >= 3600.0 => (s / 3600.0, "h"),
