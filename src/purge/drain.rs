@@ -63,10 +63,14 @@ pub trait Work {
     ) -> Result<bool, postgres::Error>;
 }
 
-/// Sizes batches so that one transaction takes about `target`.
+/// Sizes batches so that one transaction takes about `target`, from a per-row time that
+/// believes bad news at once and good news slowly: on a busy server one batch is no
+/// measure of the next, and an optimistic estimate is what produces a long transaction.
 pub struct BatchSizer {
     size: usize,
     target: Duration,
+    /// Seconds per row: the dearest recent measurement, decaying toward cheaper ones.
+    per_row: Option<f64>,
 }
 
 const MIN_BATCH: usize = 1;
@@ -79,11 +83,14 @@ pub const FIRST_BATCH: usize = 100;
 /// lookup in every table on its path (a scan where a key has no index), many times what a
 /// plain deletion costs, so the sizer starts lower and grows from what it measures.
 pub const FIRST_PLANNED_BATCH: usize = 10;
-/// How much bigger one batch may be than the one before. Growth never aims past the target
-/// (the size is the target over the time per row just measured), so this only limits how far
-/// one small, unusually cheap batch can mislead; a lower cap makes every kind of work pay
-/// for several undersized batches on its way up (BENCHMARKS.md, "Batch size").
-const MAX_GROWTH: f64 = 4.0;
+/// How much bigger one batch may be than the one before. A batch is sized to take the
+/// target at the estimated speed; if the estimate was too good by 2x (the machine slowed, or
+/// the rows just measured were unusually cheap), a batch twice the last one, which took at
+/// most the target, takes at most 4x the target: 240 ms, within the 250 ms promise.
+const MAX_GROWTH: f64 = 2.0;
+/// How far one cheaper measurement moves the per-row estimate: half way. A dearer one moves
+/// it all the way, so a batch that ran long shrinks the next at once.
+const EASING: f64 = 0.5;
 /// How long one of our transactions should hold its locks: well under the 250 ms the live
 /// app may wait on us, even when a busy server stalls a batch to several times the target.
 /// A batch's fixed cost (a round trip, planning) is small next to its work, so a shorter
@@ -95,6 +102,7 @@ impl BatchSizer {
         BatchSizer {
             size: first,
             target,
+            per_row: None,
         }
     }
 
@@ -107,14 +115,18 @@ impl BatchSizer {
         if rows == 0 {
             return;
         }
-        let per_row = elapsed.as_secs_f64() / rows as f64;
+        let measured = elapsed.as_secs_f64() / rows as f64;
+        let per_row = match self.per_row {
+            Some(estimate) if measured < estimate => estimate + EASING * (measured - estimate),
+            _ => measured,
+        };
+        self.per_row = Some(per_row);
         let ideal = if per_row > 0.0 {
             self.target.as_secs_f64() / per_row
         } else {
             MAX_BATCH as f64
         };
-        // Grow at most MAX_GROWTH at a time; shrink at once if a batch ran long.
-        let next = ideal.min(self.size as f64 * MAX_GROWTH);
+        let next = ideal.min(rows as f64 * MAX_GROWTH);
         self.size = (next as usize).clamp(MIN_BATCH, MAX_BATCH);
     }
 }
@@ -425,21 +437,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_grow_slowly_and_shrink_at_once() {
+    fn batches_grow_at_most_twofold_and_shrink_at_once() {
         let mut sizer = BatchSizer::new(Duration::from_millis(100), FIRST_BATCH);
         assert_eq!(sizer.size(), FIRST_BATCH);
         sizer.record(100, Duration::from_millis(1));
-        assert_eq!(sizer.size(), 400, "grows at most 4x");
-        sizer.record(400, Duration::from_millis(50));
-        assert_eq!(sizer.size(), 800, "grows to the size that fits the target");
-        sizer.record(800, Duration::from_millis(1600));
-        assert_eq!(sizer.size(), 50, "shrinks to fit the target");
+        assert_eq!(sizer.size(), 200, "grows at most 2x");
+        sizer.record(200, Duration::from_millis(50));
+        assert_eq!(
+            sizer.size(),
+            400,
+            "at most 2x even when the target allows more"
+        );
+        sizer.record(400, Duration::from_millis(1600));
+        assert_eq!(
+            sizer.size(),
+            25,
+            "a batch that ran long shrinks the next at once"
+        );
         sizer.record(250, Duration::from_secs(100));
         assert_eq!(sizer.size(), 1, "never below one row");
-        for _ in 0..20 {
+        for _ in 0..40 {
             let size = sizer.size();
             sizer.record(size, Duration::ZERO);
         }
         assert_eq!(sizer.size(), MAX_BATCH, "capped");
+    }
+
+    #[test]
+    fn one_cheap_batch_does_not_undo_an_expensive_one() {
+        let mut sizer = BatchSizer::new(Duration::from_millis(60), FIRST_BATCH);
+        sizer.record(100, Duration::from_millis(60));
+        assert_eq!(sizer.size(), 100, "0.6 ms per row: 100 rows fit");
+        sizer.record(100, Duration::from_millis(6));
+        assert_eq!(
+            sizer.size(),
+            181,
+            "ten times cheaper, believed half way: 0.33 ms a row"
+        );
+        sizer.record(181, Duration::from_millis(240));
+        assert_eq!(sizer.size(), 45, "1.3 ms a row, believed at once");
+    }
+
+    #[test]
+    fn a_batch_at_the_target_cannot_pass_the_bound_on_a_machine_twice_as_slow() {
+        let target = Duration::from_millis(60);
+        let mut sizer = BatchSizer::new(target, FIRST_BATCH);
+        // Any history of batches that each took at most the target...
+        for (rows, ms) in [
+            (100, 60),
+            (100, 3),
+            (200, 9),
+            (400, 60),
+            (800, 1),
+            (1600, 30),
+        ] {
+            sizer.record(rows, Duration::from_millis(ms));
+            // ...predicts the next at the per-row time of the last at worst twice over.
+            let worst = ms as f64 / rows as f64 * sizer.size() as f64 * 2.0;
+            assert!(
+                worst <= 250.0,
+                "{} rows after {rows} in {ms} ms",
+                sizer.size()
+            );
+        }
     }
 }
