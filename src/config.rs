@@ -148,6 +148,8 @@ pub struct Settings {
     pub max_accounts: u64,
     pub log_target: LogTarget,
     pub report_file: Option<PathBuf>,
+    /// Where a run writes its Prometheus metrics (node_exporter's textfile collector).
+    pub metrics_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
@@ -201,6 +203,7 @@ enum Key {
     LogTarget,
     LogEmails,
     ReportFile,
+    MetricsFile,
     NotifyCommand,
     WebhookUrl,
     NotifyOn,
@@ -337,6 +340,14 @@ pub const SETTINGS: &[Spec] = &[
         env: Some("ASTEGNI_REPORT_FILE"),
         default: Some("stdout"),
         help: "append the run report there",
+    },
+    Spec {
+        key: Key::MetricsFile,
+        flag: "metrics-file",
+        value: Some("PATH"),
+        env: Some("ASTEGNI_METRICS_FILE"),
+        default: None,
+        help: "write the run's Prometheus metrics there (node_exporter textfile)",
     },
     Spec {
         key: Key::NotifyCommand,
@@ -517,6 +528,7 @@ const COMMANDS: &[CommandHelp] = &[
             "hold-where",
             "require-backup",
             "report-file",
+            "metrics-file",
         ],
         example: "astegni-delete-expired --env-file /etc/astegni/delete-expired.env --dry-run",
     },
@@ -648,6 +660,7 @@ struct LowArgs {
     log_target: Option<Given>,
     log_emails: Option<Given>,
     report_file: Option<Given>,
+    metrics_file: Option<Given>,
     notify_command: Option<Given>,
     webhook_url: Option<Given>,
     notify_on: Option<Given>,
@@ -688,6 +701,7 @@ impl LowArgs {
             Key::LogTarget => One(&mut self.log_target),
             Key::LogEmails => One(&mut self.log_emails),
             Key::ReportFile => One(&mut self.report_file),
+            Key::MetricsFile => One(&mut self.metrics_file),
             Key::NotifyCommand => One(&mut self.notify_command),
             Key::WebhookUrl => One(&mut self.webhook_url),
             Key::NotifyOn => One(&mut self.notify_on),
@@ -860,6 +874,7 @@ fn parse_flags(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Optio
             Long("log-target") => once(&mut low.log_target, "log-target", &mut parser)?,
             Long("log-emails") => once(&mut low.log_emails, "log-emails", &mut parser)?,
             Long("report-file") => once(&mut low.report_file, "report-file", &mut parser)?,
+            Long("metrics-file") => once(&mut low.metrics_file, "metrics-file", &mut parser)?,
             Long("notify-command") => {
                 once(&mut low.notify_command, "notify-command", &mut parser)?;
             }
@@ -1078,6 +1093,7 @@ impl Settings {
             timezone: text(low.timezone),
             role_timezone: text(low.role_timezone),
             report_file: text(low.report_file).map(PathBuf::from),
+            metrics_file: metrics_file(low.metrics_file)?,
             notify_command: text(low.notify_command),
         })
     }
@@ -1168,6 +1184,18 @@ fn webhook_url(given: Option<Given>) -> anyhow::Result<Option<String>> {
         bail!("{from} must start with https:// or http://");
     }
     Ok(Some(url))
+}
+
+fn metrics_file(given: Option<Given>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(Given { text: path, from }) = given else {
+        return Ok(None);
+    };
+    // node_exporter's textfile collector reads only `*.prom`: any other name would never be
+    // collected, and the alert on stale metrics would be the first sign.
+    if !path.ends_with(".prom") || path.ends_with("/.prom") || path == ".prom" {
+        bail!("{from} must name a file ending in .prom (node_exporter reads only those): {path}");
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 fn hold_where(given: Option<Given>) -> anyhow::Result<Option<String>> {
@@ -1382,6 +1410,11 @@ mod tests {
             &["check", "extra"],
             &["--graph"],
             &["--webhook-url", "ftp://hooks.example.com/secret"],
+            &[
+                "--metrics-file",
+                "/var/lib/prometheus/node-exporter/astegni.txt",
+            ],
+            &["--metrics-file", "/var/lib/prometheus/node-exporter/.prom"],
             &["--notify-on", "sometimes"],
             &["--log-emails", "hidden"],
             &["--hold-where", "true); DELETE FROM users; --"],

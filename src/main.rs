@@ -15,6 +15,7 @@ mod due;
 mod envfile;
 mod json;
 mod logging;
+mod metrics;
 mod notify;
 mod pending;
 mod plan;
@@ -76,7 +77,7 @@ enum Done {
     Listed,
     /// The job or `approve`: what it did, and the report it wrote (for the alert).
     Purged {
-        summary: Summary,
+        summary: Box<Summary>,
         transcript: String,
     },
 }
@@ -106,10 +107,12 @@ fn main() -> ExitCode {
     let code = if settings.command == Command::NotifyFailure {
         notify::notify_failure(&settings)
     } else {
+        let started = std::time::Instant::now();
         let result = run(&settings);
         let code = exit_code(&result);
         log_failure(&result, code);
         alert(&settings, &result, code);
+        write_metrics(&settings, &result, code, started.elapsed());
         code
     };
     // Info lines logged since the last batch (alerts sent, for one) may still be pending.
@@ -171,6 +174,36 @@ fn alert(settings: &Settings, result: &Result<Done, Failure>, code: u8) {
     };
     let alert = notify::Alert { subject, body };
     notify::after_run(settings, code, deleted, &alert);
+}
+
+/// Writes `--metrics-file` after a real run of the job (not a dry run, not `approve`: the
+/// metrics watch the timer's runs).
+fn write_metrics(
+    settings: &Settings,
+    result: &Result<Done, Failure>,
+    code: u8,
+    duration: std::time::Duration,
+) {
+    let Some(path) = &settings.metrics_file else {
+        return;
+    };
+    if settings.command != Command::Run || settings.dry_run {
+        return;
+    }
+    let summary = match result {
+        Ok(Done::Purged { summary, .. }) => Some(summary.as_ref()),
+        _ => None,
+    };
+    let run = metrics::LastRun {
+        summary,
+        exit_code: code,
+        ended: std::time::SystemTime::now(),
+        duration,
+        two_databases: settings.advertiser_database_url.is_some(),
+    };
+    if let Err(error) = metrics::write(path, &run) {
+        log::warn!("{error:#}");
+    }
 }
 
 fn run(settings: &Settings) -> Result<Done, Failure> {
@@ -404,7 +437,7 @@ fn purge_and_report(
     }
     report.finish(&summary);
     Done::Purged {
-        summary,
+        summary: Box::new(summary),
         transcript: report.transcript(),
     }
 }

@@ -11,9 +11,10 @@
 //! Each deletion is also one journal entry with the fields `DELETION_TYPE`, `ROLE`,
 //! `USER_ID`, `PROFILE_ID` and `USER_EMAIL`; the run ends with one summary entry whose
 //! `MESSAGE_ID` is [`SUMMARY_MESSAGE_ID`], rendered from the run's [`Summary`] like the last
-//! line: the counts, `DURATION_MS` and `LONGEST_TRANSACTION_MS` (the longest of our
-//! transactions that locked rows: the live app never waited on us for longer). The report
-//! only renders: what the run did is counted in the `Summary`, by the purge. A report file that cannot be written (disk full,
+//! line: the counts, `DURATION_MS`, `LONGEST_TRANSACTION_MS` (the longest of our
+//! transactions that locked rows: the live app never waited on us for longer),
+//! `P95_TRANSACTION_MS` and `TRANSACTIONS`. The report only renders: what the run did is
+//! counted in the `Summary`, by the purge. A report file that cannot be written (disk full,
 //! permissions) costs the report, never the run or the journal: the first write error is
 //! logged as a warning and the rest of the report is dropped.
 //!
@@ -367,11 +368,13 @@ impl Report {
             log::Level::Info
         };
         log::log!(
-            target: FINAL, level, message_id = SUMMARY_MESSAGE_ID, roles_deleted = summary.roles,
-            accounts_deleted = summary.accounts, failed = summary.failed,
+            target: FINAL, level, message_id = SUMMARY_MESSAGE_ID, roles_deleted = summary.counts.roles,
+            accounts_deleted = summary.counts.accounts, failed = summary.counts.failed,
             dry_run = summary.dry_run, duration_ms = summary.duration.as_millis() as u64,
-            longest_transaction_ms = summary.longest_transaction.as_millis() as u64,
-            held = summary.held, blocked = summary.blocked;
+            longest_transaction_ms = summary.transactions.longest().as_millis() as u64,
+            p95_transaction_ms = summary.transactions.percentile(95).as_millis() as u64,
+            transactions = summary.transactions.count(),
+            held = summary.counts.held, blocked = summary.counts.blocked;
             "Run summary: {last}"
         );
     }

@@ -1,5 +1,5 @@
 //! What a deleting run did, as plain values: how many roles and accounts it deleted, failed,
-//! held and blocked, its longest transaction, and how it ended.
+//! held and blocked, how long its transactions held their locks, and how it ended.
 //!
 //! The purge fills one [`Summary`] as it goes and returns it; the report's last line, the
 //! journal's summary entry, the alert and the exit code are all computed from it, never
@@ -19,10 +19,9 @@ pub enum Ending {
     BrokeOff(String),
 }
 
-/// The counts and the ending of one run of the purge (or of `approve`).
-#[derive(Clone, Debug, Default)]
-pub struct Summary {
-    pub dry_run: bool,
+/// What became of the rows a run looked at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
     /// Roles deleted (or, in a dry run, that would be).
     pub roles: u64,
     /// Accounts deleted (or, in a dry run, that would be).
@@ -33,8 +32,18 @@ pub struct Summary {
     pub held: u64,
     /// Deletions a foreign key blocked.
     pub blocked: u64,
-    /// The longest of our transactions that held row locks.
-    pub longest_transaction: Duration,
+}
+
+/// The counts and the ending of one run of the purge (or of `approve`).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub dry_run: bool,
+    /// Over both databases.
+    pub counts: Counts,
+    /// Those of the advertiser database, when the run worked there.
+    pub advertiser: Option<Counts>,
+    /// How long each of our transactions that held row locks took.
+    pub transactions: TransactionTimes,
     /// How long the run took.
     pub duration: Duration,
     pub ending: Ending,
@@ -55,13 +64,15 @@ impl Summary {
         if self.dry_run {
             0
         } else {
-            self.roles + self.accounts
+            self.counts.roles + self.counts.accounts
         }
     }
 
     /// Whether something needs an operator: a failure, a blocked deletion, a broken-off run.
     pub fn has_trouble(&self) -> bool {
-        self.failed > 0 || self.blocked > 0 || matches!(self.ending, Ending::BrokeOff(_))
+        self.counts.failed > 0
+            || self.counts.blocked > 0
+            || matches!(self.ending, Ending::BrokeOff(_))
     }
 
     /// The report's last line, also the alert's subject and the journal summary's message:
@@ -70,19 +81,19 @@ impl Summary {
         let counts = if self.dry_run {
             format!(
                 "{} roles and {} accounts would be deleted (dry run: nothing was deleted)",
-                self.roles, self.accounts
+                self.counts.roles, self.counts.accounts
             )
         } else {
             format!(
                 "{} roles and {} accounts deleted",
-                self.roles, self.accounts
+                self.counts.roles, self.counts.accounts
             )
         };
         let mut tail = String::new();
         for (count, what) in [
-            (self.held, "held"),
-            (self.blocked, "blocked"),
-            (self.failed, "failed"),
+            (self.counts.held, "held"),
+            (self.counts.blocked, "blocked"),
+            (self.counts.failed, "failed"),
         ] {
             if count > 0 {
                 tail.push_str(&format!(", {count} {what}"));
@@ -100,6 +111,56 @@ impl Summary {
     }
 }
 
+/// The distribution of our locking transactions' durations, to the millisecond: what the
+/// promise "the app never waits on us for long" is checked against. A histogram rather than
+/// a list, so a run of a million one-row transactions costs no more memory than one batch.
+#[derive(Clone, Debug, Default)]
+pub struct TransactionTimes {
+    /// `counts[ms]`: how many took `ms` milliseconds (rounded down); the last bucket holds
+    /// everything from [`LONGEST_BUCKET_MS`] up.
+    counts: Vec<u64>,
+    total: u64,
+    longest: Duration,
+}
+
+/// Past a second, the percentiles need no millisecond precision.
+const LONGEST_BUCKET_MS: usize = 1000;
+
+impl TransactionTimes {
+    pub fn record(&mut self, elapsed: Duration) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LONGEST_BUCKET_MS + 1];
+        }
+        let bucket = (elapsed.as_millis() as usize).min(LONGEST_BUCKET_MS);
+        self.counts[bucket] += 1;
+        self.total += 1;
+        self.longest = self.longest.max(elapsed);
+    }
+
+    /// How many transactions were recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn longest(&self) -> Duration {
+        self.longest
+    }
+
+    /// The duration `percent` of the transactions did not exceed (in whole milliseconds,
+    /// rounded up; at most the longest); zero when there were none.
+    pub fn percentile(&self, percent: u64) -> Duration {
+        let wanted = (self.total * percent).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (ms, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Duration::from_millis(ms as u64 + 1).min(self.longest);
+            }
+        }
+        Duration::ZERO
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,15 +168,15 @@ mod tests {
     #[test]
     fn the_headline_names_every_count_that_is_not_zero() {
         let mut summary = Summary::new(false);
-        summary.roles = 3;
-        summary.accounts = 1;
+        summary.counts.roles = 3;
+        summary.counts.accounts = 1;
         assert_eq!(
             summary.headline(),
             "COMPLETED: 3 roles and 1 accounts deleted"
         );
-        summary.held = 1;
-        summary.blocked = 2;
-        summary.failed = 4;
+        summary.counts.held = 1;
+        summary.counts.blocked = 2;
+        summary.counts.failed = 4;
         assert_eq!(
             summary.headline(),
             "COMPLETED: 3 roles and 1 accounts deleted, 1 held, 2 blocked, 4 failed"
@@ -132,5 +193,28 @@ mod tests {
             "COMPLETED: 0 roles and 0 accounts would be deleted (dry run: nothing was deleted)"
         );
         assert_eq!(dry.deleted(), 0);
+    }
+
+    #[test]
+    fn the_p95_is_the_time_95_percent_of_transactions_stayed_within() {
+        let mut times = TransactionTimes::default();
+        assert_eq!(times.percentile(95), Duration::ZERO, "none yet");
+        for ms in 1..=100 {
+            times.record(Duration::from_micros(ms * 1000 - 500));
+        }
+        assert_eq!(times.count(), 100);
+        assert_eq!(times.percentile(95), Duration::from_millis(95));
+        assert_eq!(times.percentile(100), Duration::from_micros(99_500));
+        times.record(Duration::from_secs(5));
+        assert_eq!(times.longest(), Duration::from_secs(5));
+        assert_eq!(times.percentile(95), Duration::from_millis(96));
+        for _ in 0..10 {
+            times.record(Duration::from_secs(3));
+        }
+        assert_eq!(
+            times.percentile(95),
+            Duration::from_millis(1001),
+            "past a second, the bucket's bound"
+        );
     }
 }

@@ -386,3 +386,40 @@ fn the_advertiser_database_url_comes_from_the_env_file() {
         "{check}"
     );
 }
+
+#[test]
+fn the_metrics_count_each_database_apart() {
+    let split = Split::new("advmetrics");
+    let advertiser = split.users.user(
+        "ads@example.com",
+        Some(&["user", "advertiser"]),
+        "advertiser",
+    );
+    split.profile(Some(advertiser), Some(-1));
+    let tutor = split
+        .users
+        .user("tutor@example.com", Some(&["user", "tutor"]), "tutor");
+    split.users.profile("tutor", tutor, Some(-1));
+    let leaver = split
+        .users
+        .user("leaver@example.com", Some(&["user"]), "user");
+    split.users.leave(leaver, -1);
+    let path = std::env::temp_dir().join(format!("astegni-advmetrics-{}.prom", std::process::id()));
+
+    let (code, stdout, stderr) = split.run(&["--metrics-file", path.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let metrics = std::fs::read_to_string(&path).expect("metrics written");
+    std::fs::remove_file(&path).expect("cleanup");
+    for line in [
+        "astegni_delete_expired_last_run_deleted{database=\"user\",kind=\"role\"} 1",
+        "astegni_delete_expired_last_run_deleted{database=\"user\",kind=\"account\"} 1",
+        "astegni_delete_expired_last_run_deleted{database=\"advertiser\",kind=\"role\"} 1",
+        "astegni_delete_expired_last_run_deleted{database=\"advertiser\",kind=\"account\"} 0",
+        "astegni_delete_expired_last_run_failed{database=\"advertiser\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+}

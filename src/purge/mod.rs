@@ -133,7 +133,7 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
         .report
         .line("[1/2] Checking for expired role deletions...");
     mode.roles(client, schema, options, recorder)?;
-    let roles = recorder.summary.roles;
+    let roles = recorder.summary.counts.roles;
     summary(recorder, options, roles, "role");
     recorder.report.blank();
     recorder
@@ -146,7 +146,7 @@ fn phases<C: postgres::GenericClient, M: Mode<C>>(
         }
         None => {
             mode.accounts(client, schema, options, recorder)?;
-            let accounts = recorder.summary.accounts;
+            let accounts = recorder.summary.counts.accounts;
             summary(recorder, options, accounts, "account");
             Ending::Completed
         }
@@ -252,7 +252,7 @@ fn approve_listed(
             "not due for deletion (never scheduled, or restored); not deleted",
         );
     }
-    let accounts = recorder.summary.accounts;
+    let accounts = recorder.summary.counts.accounts;
     summary(recorder, options, accounts, "account");
     Ok(())
 }
@@ -366,7 +366,7 @@ impl Mode<Client> for Live<'_> {
             self.drain(client, &work, &plans, recorder, options)?;
         }
         if let Some(advertiser) = self.advertiser.as_deref_mut() {
-            recorder.report.set_database(Database::Advertiser);
+            recorder.set_database(Database::Advertiser);
             let result = advertiser_roles(
                 client,
                 advertiser,
@@ -375,10 +375,10 @@ impl Mode<Client> for Live<'_> {
                 options,
                 recorder,
             );
-            recorder.report.set_database(Database::User);
             if let Err(error) = result {
                 recorder.failed(ADVERTISER_PART, &format!("{error:#}"));
             }
+            recorder.set_database(Database::User);
         }
         Ok(())
     }
@@ -475,7 +475,7 @@ impl Mode<postgres::Transaction<'_>> for DryRun<'_> {
             }
         }
         if let Some(advertiser) = self.advertiser.as_deref_mut() {
-            recorder.report.set_database(Database::Advertiser);
+            recorder.set_database(Database::Advertiser);
             let result = match advertiser {
                 Advertiser::Ready { client, profile } => {
                     preview::advertiser(transaction, client, schema, profile, recorder)
@@ -483,10 +483,10 @@ impl Mode<postgres::Transaction<'_>> for DryRun<'_> {
                 }
                 Advertiser::Unreachable(error) => Err(anyhow::anyhow!("{error}")),
             };
-            recorder.report.set_database(Database::User);
             if let Err(error) = result {
                 recorder.failed(ADVERTISER_PART, &format!("{error:#}"));
             }
+            recorder.set_database(Database::User);
         }
         Ok(())
     }

@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
-use crate::report::{Blocker, Deletion, Dependents, Report};
-use crate::summary::Summary;
+use crate::report::{Blocker, Database, Deletion, Dependents, Report};
+use crate::summary::{Counts, Summary};
 
 /// The report being written and the summary being counted.
 pub struct Recorder<'r> {
     /// For lines that are not outcomes: banners, phase headers, warnings.
     pub report: &'r mut Report,
     pub summary: Summary,
+    database: Database,
 }
 
 impl<'r> Recorder<'r> {
@@ -19,6 +20,25 @@ impl<'r> Recorder<'r> {
         Recorder {
             report,
             summary: Summary::new(dry_run),
+            database: Database::User,
+        }
+    }
+
+    /// The database the following outcomes are about: the journal says so, and the summary
+    /// counts those of the advertiser database apart too.
+    pub fn set_database(&mut self, database: Database) {
+        self.report.set_database(database);
+        self.database = database;
+        if database == Database::Advertiser {
+            self.summary.advertiser.get_or_insert_with(Counts::default);
+        }
+    }
+
+    /// Counts an outcome in the totals and, in the advertiser database, apart.
+    fn count(&mut self, outcome: impl Fn(&mut Counts)) {
+        outcome(&mut self.summary.counts);
+        if self.database == Database::Advertiser {
+            outcome(self.summary.advertiser.get_or_insert_with(Counts::default));
         }
     }
 
@@ -27,32 +47,31 @@ impl<'r> Recorder<'r> {
     pub fn deleted(&mut self, deletion: &Deletion, dependents: &[Dependents]) {
         self.report.deleted(deletion, dependents);
         match deletion {
-            Deletion::Role { .. } => self.summary.roles += 1,
-            Deletion::Account { .. } => self.summary.accounts += 1,
+            Deletion::Role { .. } => self.count(|counts| counts.roles += 1),
+            Deletion::Account { .. } => self.count(|counts| counts.accounts += 1),
         }
     }
 
     /// A row whose deletion failed; the run goes on.
     pub fn failed(&mut self, what: &str, error: &str) {
         self.report.failed(what, error);
-        self.summary.failed += 1;
+        self.count(|counts| counts.failed += 1);
     }
 
     /// A deletion foreign keys block; nothing of it changed.
     pub fn blocked(&mut self, deletion: &Deletion, blockers: &[Blocker]) {
         self.report.blocked(deletion, blockers);
-        self.summary.blocked += 1;
+        self.count(|counts| counts.blocked += 1);
     }
 
     /// A due account held for manual review by `--hold-where`.
     pub fn held(&mut self, user_id: i64, email: Option<&str>) {
         self.report.held(user_id, email);
-        self.summary.held += 1;
+        self.count(|counts| counts.held += 1);
     }
 
     /// How long one of our transactions held its locks.
     pub fn transaction_took(&mut self, elapsed: Duration) {
-        let longest = &mut self.summary.longest_transaction;
-        *longest = (*longest).max(elapsed);
+        self.summary.transactions.record(elapsed);
     }
 }
