@@ -441,10 +441,15 @@ fn find_bindir() -> PathBuf {
     {
         return dir.to_path_buf();
     }
-    panic!(
-        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install the \
-         `postgresql` package, set {BINDIR_ENV}, or point {EXTERNAL_URL_ENV} at a server"
+    // One line and the end of this test binary, not one panic per test: on a fresh machine
+    // this is the first thing a newcomer sees. Written to the file descriptor, past the test
+    // harness's capture of `eprintln!`, which exiting would discard.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\nastegni tests: PostgreSQL is not installed: apt install postgresql (no server needs \
+         to run), or set {EXTERNAL_URL_ENV} to a server, or {BINDIR_ENV} to its binaries\n"
     );
+    std::process::exit(1);
 }
 
 /// Creates `/tmp/astegni-pg-<pid>-<nanos>-<n>` (mode 0755, owned by the
