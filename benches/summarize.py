@@ -63,7 +63,7 @@ def main():
 
     print(
         "| scale | network | users / due rows | job s | floor s | per-row s | job/floor "
-        "| job/floor per round | per-row/job | per-row/floor | job peak RSS | job longest locking txn (p99) "
+        "| job/floor per round | per-row/job | per-row/floor | job peak RSS | job longest locking txn, worst round (p95) "
         "| job longest read-only stmt | dry run s | identical |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -74,7 +74,7 @@ def main():
         rss = max((int(r["rss_kb"]) for r in g["tool"]), default=0)
         dry_rss = max((int(r["rss_kb"]) for r in g["dry-run"]), default=0)
         longest = max((float(r["longest_txn_ms"]) for r in g["tool"]), default=None)
-        p99 = max((float(r["p99_txn_ms"]) for r in g["tool"]), default=None)
+        p95 = max((float(r["p95_txn_ms"]) for r in g["tool"]), default=None)
         readonly = max((float(r["longest_readonly_ms"]) for r in g["tool"]), default=None)
         identical = all(
             r["fingerprint"] == "same" for who in ("tool", "perrow", "floor") for r in g[who]
@@ -88,7 +88,7 @@ def main():
             f"| {seconds(wall.get('floor', []))} | {seconds(wall.get('perrow', []))} "
             f"| {ratio(tool, floor_)} | {paired(g, 'tool')} | {ratio(perrow, tool)} "
             f"| {ratio(perrow, floor_)} | {rss_text} "
-            f"| {f'{longest:.0f} ms ({p99:.0f} ms)' if longest is not None else '-'} "
+            f"| {f'{longest:.0f} ms ({p95:.0f} ms)' if longest is not None else '-'} "
             f"| {f'{readonly:.0f} ms' if readonly is not None else '-'} "
             f"| {seconds(wall.get('dry-run', []))} "
             f"| {'yes' if identical else 'NO'} ({sum(len(g[w]) for w in ('tool', 'perrow', 'floor'))} runs) |"
@@ -103,7 +103,7 @@ def candidate_table(groups, order):
     print()
     print(
         "| scale | network | job s | candidate s | floor s | job/floor | candidate/floor "
-        "| job/floor per round | candidate/floor per round | per-row/candidate | candidate peak RSS | candidate longest locking txn (p99) "
+        "| job/floor per round | candidate/floor per round | per-row/candidate | candidate peak RSS | candidate longest locking txn, worst round (p95) "
         "| candidate longest read-only stmt | candidate dry run s | identical |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -117,7 +117,7 @@ def candidate_table(groups, order):
         )
         rss = max(int(r["rss_kb"]) for r in g["candidate"])
         longest = max(float(r["longest_txn_ms"]) for r in g["candidate"])
-        p99 = max(float(r["p99_txn_ms"]) for r in g["candidate"])
+        p95 = max(float(r["p95_txn_ms"]) for r in g["candidate"])
         readonly = max(float(r["longest_readonly_ms"]) for r in g["candidate"])
         identical = all(r["fingerprint"] == "same" for r in g["candidate"])
         print(
@@ -125,7 +125,7 @@ def candidate_table(groups, order):
             f"| {seconds(wall.get('candidate', []))} | {seconds(wall.get('floor', []))} "
             f"| {ratio(tool, floor_)} | {ratio(cand, floor_)} | {paired(g, 'tool')} "
             f"| {paired(g, 'candidate')} | {ratio(perrow, cand)} "
-            f"| {rss / 1024:.1f} MB | {longest:.0f} ms ({p99:.0f} ms) | {readonly:.0f} ms "
+            f"| {rss / 1024:.1f} MB | {longest:.0f} ms ({p95:.0f} ms) | {readonly:.0f} ms "
             f"| {seconds(wall.get('candidate-dry-run', []))} "
             f"| {'yes' if identical else 'NO'} ({len(g['candidate'])} runs) |"
         )

@@ -19,7 +19,7 @@ cursors, declared and materialized in one simple query) holds a snapshot but blo
 reported separately as `longest_readonly_ms`.
 
 Usage: txnlog.py SERVER_LOG START_OFFSET USER
-Prints: transactions=N longest_ms=X p50_ms=Y p99_ms=Z longest_readonly_ms=W
+Prints: transactions=N longest_ms=X p50_ms=Y p95_ms=V p99_ms=Z longest_readonly_ms=W
 """
 
 import re
@@ -91,7 +91,8 @@ def main():
 
     print(
         f"transactions={len(lengths)} longest_ms={lengths[-1] if lengths else 0.0:.1f} "
-        f"p50_ms={pct(0.5):.1f} p99_ms={pct(0.99):.1f} longest_readonly_ms={single:.1f}"
+        f"p50_ms={pct(0.5):.1f} p95_ms={pct(0.95):.1f} p99_ms={pct(0.99):.1f} "
+        f"longest_readonly_ms={single:.1f}"
     )
 
 
