@@ -209,18 +209,53 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// The proxy variables the job honours for its webhook. They are removed from
+/// the inherited environment: a developer's proxy must not carry the tests'
+/// loopback webhooks (a test that wants a proxy sets them in `env`).
+const PROXY_VARIABLES: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 /// Runs the binary under test with `args` and extra `env`; returns
-/// `(exit code, stdout, stderr)`. `DATABASE_URL` is removed from the
-/// inherited environment and `ASTEGNI_LOG_TARGET=stderr` is set unless `env`
-/// overrides it. Stdin is `/dev/null`. A process killed by signal N reports
-/// `128 + N`; after [`JOB_TIMEOUT`] the process is killed (and a note is
-/// appended to stderr).
+/// `(exit code, stdout, stderr)`. `DATABASE_URL` and the proxy variables are
+/// removed from the inherited environment and `ASTEGNI_LOG_TARGET=stderr` is
+/// set unless `env` overrides it. Stdin is `/dev/null`. A process killed by
+/// signal N reports `128 + N`; after [`JOB_TIMEOUT`] the process is killed
+/// (and a note is appended to stderr).
 pub fn run_job(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    run_job_under(&[], args, env)
+}
+
+/// [`run_job`] with the binary run by `wrapper` (a command and its arguments,
+/// e.g. `unshare ... sh -c '...; exec "$@"' sh`), which gets the binary's path
+/// and `args` as its last arguments; empty: the binary itself.
+pub fn run_job_under(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let exe = env!("CARGO_BIN_EXE_astegni-delete-expired");
-    let mut cmd = Command::new(exe);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper_args).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.args(args)
         .env_remove("DATABASE_URL")
         .env("ASTEGNI_LOG_TARGET", "stderr");
+    for variable in PROXY_VARIABLES {
+        cmd.env_remove(variable);
+    }
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -229,7 +264,7 @@ pub fn run_job(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         .stderr(Stdio::piped());
     let child = cmd
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", [wrapper, &[exe]].concat()));
 
     // Timeout without polling: a helper thread waits on a channel with a
     // deadline and kills the job if the deadline passes first.
