@@ -12,7 +12,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use common::astegni::{Astegni, Variant};
-use common::{TcpAccess, TestDb, TestRole, tcp_conninfo, tcp_port, tls_ca_file};
+use common::{
+    TcpAccess, TestDb, TestRole, is_throwaway_cluster, tcp_conninfo, tcp_port, tls_ca_file,
+};
 use fault_support::job;
 
 /// The password of the test role; must never appear in any output.
@@ -466,14 +468,18 @@ fn bad_input_gives_one_clear_error_the_documented_code_no_secret_and_no_change()
             "pg_hba.conf rejects connection",
         ));
     }
-    // TLS required where the server offers none (its Unix socket).
-    let socket_url = main.astegni.db.url.clone();
-    cases.push(case(
-        "TLS required, the server has none",
-        &["--database-url", &format!("{socket_url} sslmode=require")],
-        2,
-        "TLS",
-    ));
+    // TLS required where the server offers none: the throwaway cluster's Unix socket (the
+    // database's conninfo). An existing server is named by a URL, reached over TCP, and
+    // may well offer TLS there.
+    if is_throwaway_cluster() {
+        let socket_url = main.astegni.db.url.clone();
+        cases.push(case(
+            "TLS required, the server has none",
+            &["--database-url", &format!("{socket_url} sslmode=require")],
+            2,
+            "TLS",
+        ));
+    }
     if let Some(ca) = tls_ca_file() {
         cases.push(case(
             "verify-full against a certificate for another name",
