@@ -2,13 +2,20 @@
 # System test of the astegni-delete-expired Debian package, as an operator
 # would use it, on a real systemd as PID 1:
 #
+#   tests/system/run.sh [bookworm|trixie] [--cargo-test]
+#
+# RELEASE is the Debian release to boot: bookworm (Debian 12, systemd 252,
+# PostgreSQL 15; the default) or trixie (Debian 13, systemd 257, PostgreSQL
+# 17).  The same .deb, built on this machine, is tested on either.
+#
 #   1. build the .deb with `cargo deb` (plus a lower-versioned copy of it, the
 #      "previous build", to test the upgrade path);
-#   2. create a Debian 12 root file system with debootstrap (cached under
-#      $ASTEGNI_SYSTEST_CACHE, copied per run so every run starts clean) and
-#      boot it with `systemd-nspawn --boot`;
-#   3. install postgresql and the package with apt inside, load an
-#      Astegni-shaped database, write the config file, upgrade the package;
+#   2. create a root file system of RELEASE with debootstrap (cached per
+#      release under $ASTEGNI_SYSTEST_CACHE, copied per run so every run
+#      starts clean) and boot it with `systemd-nspawn --boot`;
+#   3. install postgresql (the release's own version) and the package with apt
+#      inside, load an Astegni-shaped database, write the config file, upgrade
+#      the package;
 #   4. run the job with `systemctl start` and check the unit result, the
 #      database, the journal, the report file, the timer (and moving it with
 #      `systemctl edit`), logrotate, a run over the Unix socket, and a run of
@@ -16,10 +23,21 @@
 #   5. run it against a wrong password: the unit fails, clearly, no secret;
 #      and a run killed by its timeout: the OnFailure= hook alerts;
 #   6. remove, reinstall and purge the package: nothing of ours is left.
-# Also: lintian on the .deb, systemd-analyze verify and security on the units.
+# Also: the release's lintian on the .deb, and its systemd-analyze verify and
+# security on the units (both run inside the container).
+#
+# With --cargo-test, then:
+#   7. the integration tests (`cargo test`, built and run on this machine)
+#      against the container's PostgreSQL server over TCP on 127.0.0.1 (the
+#      container shares this machine's network), named to the test harness by
+#      ASTEGNI_TEST_DATABASE_URL, ASTEGNI_TEST_TCP_HOST/PORT and
+#      ASTEGNI_TEST_TLS_CA (tests/common/server.rs).  Tests that start private
+#      clusters (tests/faults/, one in backup.rs) still use this machine's
+#      PostgreSQL binaries.  One PASS:/FAIL: line per test binary.
 #
 # Needs root and network access to the Debian mirror (read from
-# /etc/apt/sources.list.d/debian.sources).  Prints one PASS:/FAIL: line per
+# /etc/apt/sources.list.d/debian.sources: the entry for RELEASE, else the
+# one serving this machine's own release).  Prints one PASS:/FAIL: line per
 # check and exits non-zero if any check failed.
 #
 # Environment:
@@ -31,6 +49,25 @@ set -euo pipefail
 
 START_TIME=$(date +%s)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+usage() { echo "usage: $0 [bookworm|trixie] [--cargo-test]" >&2; exit 2; }
+RELEASE=bookworm
+CARGO_TEST=0
+release_given=
+for arg in "$@"; do
+    case "$arg" in
+        bookworm|trixie) [ -z "$release_given" ] || usage; RELEASE=$arg; release_given=1 ;;
+        --cargo-test) CARGO_TEST=1 ;;
+        -h|--help) usage ;;
+        *) echo "$0: unknown argument: $arg" >&2; usage ;;
+    esac
+done
+# What each release ships: its number, and the PostgreSQL major version its
+# "postgresql" package installs.
+case "$RELEASE" in
+    bookworm) DEBIAN_VERSION=12; PG_MAJOR=15 ;;
+    trixie)   DEBIAN_VERSION=13; PG_MAJOR=17 ;;
+esac
 PKG=astegni-delete-expired
 SVC_USER=astegni-delete-expired
 UNIT_SVC=astegni-delete-expired.service
@@ -45,10 +82,13 @@ ERROR_ID=35c48abe2761481e94176b1b16c1e311
 DB_PASSWORD='Ast3gni-db-S3cret'
 WRONG_PASSWORD='Wr0ng-pa55word-77c1'
 
-# The cache key changes with the package list; bump the suffix to force a
-# rebuild for any other reason.
+# The cache key changes with the release and the package lists; bump the
+# suffix to force a rebuild for any other reason.  ROOTFS_PACKAGES come with
+# debootstrap, ROOTFS_APT_PACKAGES are installed with apt afterwards (lintian:
+# the release's own, so that each release's lintian checks the .deb).
 ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,procps,man-db,jq,ca-certificates
-ROOTFS_VERSION=bookworm-minbase-$(printf '%s' "$ROOTFS_PACKAGES" | md5sum | cut -c1-8)-v1
+ROOTFS_APT_PACKAGES=lintian
+ROOTFS_VERSION=$RELEASE-minbase-$(printf '%s %s' "$ROOTFS_PACKAGES" "$ROOTFS_APT_PACKAGES" | md5sum | cut -c1-8)-v1
 CACHE=${ASTEGNI_SYSTEST_CACHE:-/var/cache/astegni-systemtest}
 BASE=$CACHE/$ROOTFS_VERSION/rootfs
 APT_ARCHIVES=$CACHE/apt-archives
@@ -90,6 +130,7 @@ cleanup() {
             timeout 10 tail --pid="$NSPAWN_PID" -f /dev/null
         fi
     fi
+    if declare -F remove_cgroups >/dev/null; then remove_cgroups; fi
     if [ -n "$MOUNTED_NSPAWN_TMPFS" ]; then
         umount /run/systemd/nspawn 2>/dev/null
     fi
@@ -114,7 +155,10 @@ trap 'exit 143' TERM
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
-command -v lintian >/dev/null || missing+=(lintian)
+if [ "$CARGO_TEST" = 1 ]; then
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+fi
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v readelf >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -164,36 +208,121 @@ dpkg-deb --fsys-tarfile "$DEB" | tar -xO "./usr/bin/$PKG" >"$WORK/bin"
 check "binary in the package is stripped (no .symtab)" \
     sh -c "! readelf -S '$WORK/bin' | grep -q '[.]symtab'"
 
-lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1) && lintian_rc=0 || lintian_rc=$?
-if [ "$lintian_rc" = 0 ] && ! grep -qE '^[EW]: ' <<<"$lintian_out"; then
-    pass "lintian: no errors, no warnings"
-else
-    fail "lintian: no errors, no warnings"
-    printf '%s\n' "$lintian_out" | sed 's/^/      /'
+if [ "$CARGO_TEST" = 1 ]; then
+    # Built now, so that a build failure ends the run before the container
+    # starts (and the later test run does not build while PostgreSQL waits).
+    log "building the integration tests (cargo test --no-run)"
+    if ! (cd "$REPO" && cargo test --no-run) >"$WORK/cargo-test-build.log" 2>&1; then
+        tail -n 40 "$WORK/cargo-test-build.log"
+        die "cargo test --no-run"
+    fi
 fi
 
-# ------------------------------------------ 2. cached Debian 12 root file system
-if [ ! -x "$BASE/lib/systemd/systemd" ]; then
-    log "creating the Debian 12 root file system (cached in $CACHE)"
-    MIRROR=
+# ------------------------------------------------- cgroups of the containers
+# Each systemd-nspawn gets a cgroup of its own below this script's, in every
+# hierarchy systemd uses (cgroup2, and the name=systemd one of a hybrid host):
+# with --keep-unit nspawn otherwise puts its payload straight into the
+# script's cgroup, the same one for every container started from there.  The
+# container gets the unified (cgroup2-only) hierarchy a booted Debian 12 or 13
+# has, also where this machine mounts a hybrid one (systemd 257 supports no
+# other).
+CGROUP_V2=
+if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ]; then
+    CGROUP_V2=/sys/fs/cgroup
+elif [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+    CGROUP_V2=/sys/fs/cgroup/unified
+fi
+CGROUP_DIRS=()
+# make_cgroups NAME: creates the cgroups for one container (CGROUP_DIRS).
+make_cgroups() {
+    local own
+    CGROUP_DIRS=()
+    if [ -n "$CGROUP_V2" ]; then
+        own=$(sed -n 's/^0:://p' /proc/self/cgroup)
+        mkdir "$CGROUP_V2${own%/}/$1" && CGROUP_DIRS+=("$CGROUP_V2${own%/}/$1")
+    fi
+    if [ "$(stat -fc %T /sys/fs/cgroup/systemd 2>/dev/null)" = cgroupfs ]; then
+        own=$(sed -n 's/^[0-9]*:name=systemd://p' /proc/self/cgroup)
+        mkdir "/sys/fs/cgroup/systemd${own%/}/$1" && CGROUP_DIRS+=("/sys/fs/cgroup/systemd${own%/}/$1")
+    fi
+    return 0
+}
+# remove_cgroups: removes CGROUP_DIRS (and what nspawn made in them) once
+# their container has stopped.
+remove_cgroups() {
+    local dir
+    for dir in "${CGROUP_DIRS[@]}"; do
+        [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    CGROUP_DIRS=()
+    return 0
+}
+# nspawn ARGS...: systemd-nspawn ARGS... in CGROUP_DIRS (exec'd: same pid).
+nspawn() {
+    local dir
+    for dir in "${CGROUP_DIRS[@]}"; do echo "$BASHPID" >"$dir/cgroup.procs"; done
+    if [ -n "$CGROUP_V2" ]; then export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1; fi
+    exec systemd-nspawn --register=no --keep-unit "$@"
+}
+if ! mountpoint -q /run/systemd/nspawn; then
+    mkdir -p /run/systemd/nspawn
+    mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
+    MOUNTED_NSPAWN_TMPFS=1
+fi
+
+# --------------------------------------- 2. cached root file system of RELEASE
+# mirror_for REGEX: the URI of the first "deb" source with a suite matching REGEX.
+mirror_for() {
+    local out=
     if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-        MIRROR=$(awk '/^URIs:/ { u = $2 } /^Suites:/ && / bookworm( |$)/ { print u; exit }' \
+        out=$(awk -v re="$1" 'BEGIN { RS = ""; FS = "\n" }
+            { types = ""; uri = ""; suites = ""
+              for (i = 1; i <= NF; i++) {
+                  if ($i ~ /^Types:/) types = $i
+                  else if ($i ~ /^URIs:/) { split($i, f, /[ \t]+/); uri = f[2] }
+                  else if ($i ~ /^Suites:/) suites = $i
+              }
+              if (types !~ /[ \t]deb([ \t]|$)/ || uri == "") next
+              n = split(suites, f, /[ \t]+/)
+              for (j = 2; j <= n; j++) if (f[j] ~ re) { print uri; exit } }' \
             /etc/apt/sources.list.d/debian.sources)
     fi
-    if [ -z "$MIRROR" ] && [ -r /etc/apt/sources.list ]; then
-        MIRROR=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)
+    if [ -z "$out" ] && [ -r /etc/apt/sources.list ]; then
+        out=$(awk -v re="$1" '$1 == "deb" {
+                i = 2; if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+                if ($(i + 1) ~ re) { print $i; exit } }' /etc/apt/sources.list)
     fi
-    [ -n "$MIRROR" ] || die "no Debian bookworm mirror found in /etc/apt/sources.list.d/debian.sources"
-    mkdir -p "$CACHE/$ROOTFS_VERSION"
+    printf '%s' "$out"
+}
+if [ ! -x "$BASE/lib/systemd/systemd" ]; then
+    log "creating the Debian $DEBIAN_VERSION ($RELEASE) root file system (cached in $CACHE)"
+    # The source that names RELEASE, else the one serving this machine's own
+    # release (a plain suite name, not -updates or -security): the same
+    # archive serves every release.
+    MIRROR=$(mirror_for "^$RELEASE\$")
+    [ -n "$MIRROR" ] || MIRROR=$(mirror_for '^[a-z]+$')
+    [ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources"
+    mkdir -p "$CACHE/$ROOTFS_VERSION" "$APT_ARCHIVES/partial"
     rm -rf "$BASE.tmp"
     if ! timeout 1800 debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
-            bookworm "$BASE.tmp" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+            "$RELEASE" "$BASE.tmp" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
         tail -n 30 "$WORK/debootstrap.log"
-        die "debootstrap"
+        die "debootstrap $RELEASE"
     fi
     rm -f "$BASE.tmp/etc/hostname"
+    make_cgroups "astegni-systest-$$-setup"
+    if ! (nspawn -q -D "$BASE.tmp" -M "astegni-systest-$$-setup" \
+            --bind="$APT_ARCHIVES:/var/cache/apt/archives" \
+            --setenv=DEBIAN_FRONTEND=noninteractive \
+            sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends ${ROOTFS_APT_PACKAGES//,/ }") \
+            >>"$WORK/debootstrap.log" 2>&1 </dev/null; then
+        remove_cgroups
+        tail -n 30 "$WORK/debootstrap.log"
+        die "apt-get install $ROOTFS_APT_PACKAGES in the new root file system"
+    fi
+    remove_cgroups
     mv "$BASE.tmp" "$BASE"
-    pass "debootstrap bookworm from $MIRROR"
+    pass "debootstrap $RELEASE from $MIRROR, plus $ROOTFS_APT_PACKAGES"
 else
     log "using cached root file system $BASE"
 fi
@@ -203,14 +332,10 @@ ROOT=$WORK/rootfs
 cp -a "$BASE" "$ROOT"
 
 # ---------------------------------------------------------- boot the container
-if ! mountpoint -q /run/systemd/nspawn; then
-    mkdir -p /run/systemd/nspawn
-    mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
-    MOUNTED_NSPAWN_TMPFS=1
-fi
 MACHINE=astegni-systest-$$
-log "booting $MACHINE"
-systemd-nspawn --boot --register=no --keep-unit --console=read-only \
+log "booting $MACHINE (Debian $DEBIAN_VERSION, $RELEASE)"
+make_cgroups "$MACHINE"
+nspawn --boot --console=read-only \
     -D "$ROOT" -M "$MACHINE" \
     --bind="$APT_ARCHIVES:/var/cache/apt/archives" \
     --bind-ro="$WORK/debs:/srv/debs" \
@@ -252,6 +377,20 @@ else
     ct systemctl --failed --no-pager --plain | sed 's/^/      /'
 fi
 
+check_eq "Debian $DEBIAN_VERSION ($RELEASE) booted" "$DEBIAN_VERSION" \
+    "$(ct sh -c '. /etc/os-release && echo "$VERSION_ID"')"
+log "systemd $(ct systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') in the container"
+
+# The release's own lintian, on the .deb built above.
+lintian_out=$(ct lintian --fail-on error,warning "/srv/debs/$DEB_NAME" 2>&1) && lintian_rc=0 || lintian_rc=$?
+lintian_version=$(ct lintian --version 2>/dev/null | awk '{ print $NF }')
+if [ "$lintian_rc" = 0 ] && ! grep -qE '^[EW]: ' <<<"$lintian_out"; then
+    pass "lintian $lintian_version: no errors, no warnings"
+else
+    fail "lintian $lintian_version: no errors, no warnings"
+    printf '%s\n' "$lintian_out" | sed 's/^/      /'
+fi
+
 # --------------------------------------------- 3. postgresql, package, database
 log "installing postgresql with apt"
 if ! ct timeout 600 apt-get update -q >"$WORK/apt.log" 2>&1 ||
@@ -267,6 +406,8 @@ if ct timeout 120 sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 1;
 else
     die "postgresql did not start"
 fi
+PG_VERSION=$(ct runuser -u postgres -- psql -X -At -p "$PG_PORT" -c 'SHOW server_version' | awk '{ print $1 }')
+check_eq "the server is PostgreSQL $PG_MAJOR ($PG_VERSION), Debian $DEBIAN_VERSION's" "$PG_MAJOR" "${PG_VERSION%%.*}"
 
 log "installing the previous build $PREV_NAME with apt"
 if ct timeout 600 apt-get install -y -q "/srv/debs/prev/$PREV_NAME" >"$WORK/apt-install.log" 2>&1; then
@@ -483,8 +624,10 @@ fi
 # The README's way to change the schedule: systemctl edit.
 ct sh -c 'cat > /usr/local/bin/systest-editor && chmod 755 /usr/local/bin/systest-editor' <<'EDITOR'
 #!/bin/sh
-# Stands in for the operator's editor in "systemctl edit".
-printf '[Timer]\nOnCalendar=\nOnCalendar=*-*-* 03:30:00\n' > "$1"
+# Stands in for the operator's editor in "systemctl edit": the file is the
+# last argument (systemd 257 passes "+LINE" before it, 252 only the file).
+for file; do :; done
+printf '[Timer]\nOnCalendar=\nOnCalendar=*-*-* 03:30:00\n' > "$file"
 EDITOR
 # systemctl edit wants a terminal: script(1) provides one.
 if ct script -qec "SYSTEMD_EDITOR=/usr/local/bin/systest-editor systemctl edit $UNIT_TIMER" /dev/null \
@@ -611,6 +754,19 @@ check "large run: journald suppressed nothing" \
     ct sh -c "! journalctl --after-cursor='$cursor' --no-pager | grep -q 'Suppressed [0-9]* messages'"
 check_eq "large run: no student profile left due" "0" \
     "$(sql "SELECT count(*) FROM student_profiles WHERE id > 100000")"
+# The control: the lowered limit does drop lines of a unit that sets
+# LogRateLimitIntervalSec=0 (systemd 252 and 257 take 0 for "unset"), and
+# the unit's 1us lets them all through.
+ratelimit_lines() {
+    ct systemd-run --quiet --wait -u "systest-ratelimit-$1" -p "LogRateLimitIntervalSec=$1" \
+        sh -c 'seq -f "line %g" 1 10000' >/dev/null 2>&1
+    ct journalctl --sync
+    ct sh -c "journalctl -u systest-ratelimit-$1 -o cat --no-pager | grep -c '^line '" || true
+}
+lines_0=$(ratelimit_lines 0)
+lines_1us=$(ratelimit_lines 1us)
+check_eq "control: of 10000 lines, LogRateLimitIntervalSec=0 loses some ($lines_0 kept), 1us none" \
+    "lost 10000" "$([ "$lines_0" -lt 10000 ] && echo lost || echo "$lines_0") $lines_1us"
 
 log "run against a wrong password"
 alerts_before=$(alerts_count)
@@ -763,3 +919,97 @@ check_eq "purge: no process of ours running" "" \
     "$(ct sh -c "pgrep -a -u $SVC_USER; pgrep -a -x '${PKG:0:15}'" || true)"
 check_eq "purge: dpkg forgot the package" "" \
     "$(ct dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null || true)"
+
+[ "$CARGO_TEST" = 1 ] || exit 0
+
+# ------------------------- 7. the integration tests against this PostgreSQL
+# The container's server, set up as the harness sets up its own throwaway
+# cluster (tests/common/cluster.rs): TCP on 127.0.0.1 with scram-sha-256
+# (Debian's pg_hba.conf already says so), TLS with a certificate for
+# DNS:localhost only from a CA made for this run, 200 connections, no fsync.
+# The harness reaches it as a superuser over TCP, at host "localhost" (the
+# name in the certificate; the server listens on 127.0.0.1 only, as the
+# harness's own does, so "localhost" connects there).
+log "integration tests against PostgreSQL $PG_VERSION: setting up the server"
+PG_ETC=/etc/postgresql/$PG_MAJOR/main
+SUPERUSER_PASSWORD=Ast3gni-test-superuser-$$
+TLS=$WORK/tls
+mkdir -p "$TLS"
+if ! (cd "$TLS" &&
+      openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+          -keyout ca.key -out ca.crt -days 2 -subj "/CN=astegni-delete-expired system test CA" &&
+      openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+          -keyout server.key -out server.csr -subj "/CN=localhost" &&
+      printf '%s\n' 'subjectAltName = DNS:localhost' 'basicConstraints = critical, CA:FALSE' \
+          'keyUsage = critical, digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+          -extfile server.ext -out server.crt) >"$WORK/openssl.log" 2>&1; then
+    cat "$WORK/openssl.log"
+    die "making the test server's TLS certificate"
+fi
+for f in server.crt server.key; do
+    ct sh -c "cat > $PG_ETC/systest-$f && chown postgres:postgres $PG_ETC/systest-$f && chmod 0600 $PG_ETC/systest-$f" \
+        <"$TLS/$f"
+done
+ct sh -c "cat > $PG_ETC/conf.d/astegni-systest.conf" <<EOC
+# As the test harness's throwaway cluster (tests/common/cluster.rs).
+listen_addresses = '127.0.0.1'
+max_connections = 200
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+ssl = on
+ssl_cert_file = '$PG_ETC/systest-server.crt'
+ssl_key_file = '$PG_ETC/systest-server.key'
+log_connections = on
+EOC
+ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
+    -c "ALTER ROLE postgres PASSWORD '$SUPERUSER_PASSWORD'" || die "setting the superuser's password"
+PG_LOG=/var/log/postgresql/postgresql-$PG_MAJOR-main.log
+ct timeout 120 systemctl restart "postgresql@$PG_MAJOR-main" || die "restarting PostgreSQL $PG_MAJOR"
+connections_before=$(ct sh -c "grep -c 'connection authorized' $PG_LOG || true")
+tls_seen=$(PGPASSWORD=$SUPERUSER_PASSWORD timeout 60 psql -X -At \
+    "host=localhost port=$PG_PORT user=postgres dbname=postgres sslmode=verify-full sslrootcert=$TLS/ca.crt connect_timeout=10" \
+    -c "SELECT current_setting('server_version_num')::int / 10000, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>&1) || true
+check_eq "from this machine: superuser over TCP to localhost:$PG_PORT, TLS verified (verify-full)" \
+    "$PG_MAJOR|t" "$tls_seen"
+
+log "cargo test against PostgreSQL $PG_VERSION (localhost:$PG_PORT)"
+cargo_started=$(date +%s)
+(cd "$REPO" &&
+    ASTEGNI_TEST_DATABASE_URL="postgresql://postgres:$SUPERUSER_PASSWORD@localhost:$PG_PORT/postgres" \
+    ASTEGNI_TEST_TCP_HOST=localhost ASTEGNI_TEST_TCP_PORT=$PG_PORT \
+    ASTEGNI_TEST_TLS_CA=$TLS/ca.crt \
+    timeout 3600 cargo test --no-fail-fast) >"$WORK/cargo-test.log" 2>&1 && cargo_rc=0 || cargo_rc=$?
+# One line per test binary: "Running <source> (<binary>)" then "test result:".
+results=$(awk '/^ *Running / { name = ($2 == "unittests") ? $3 : $2 }
+    /^test result: / { sub(/^test result: /, ""); print name "\t" $0 }' "$WORK/cargo-test.log")
+tests_passed=0
+tests_failed=0
+binaries=0
+while IFS=$'\t' read -r name result; do
+    [ -n "$name" ] || continue
+    binaries=$((binaries + 1))
+    n_passed=$(sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p' <<<"$result")
+    n_failed=$(sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p' <<<"$result")
+    tests_passed=$((tests_passed + ${n_passed:-0}))
+    tests_failed=$((tests_failed + ${n_failed:-0}))
+    if [[ "$result" == ok.* ]]; then
+        pass "cargo test $name against PostgreSQL $PG_MAJOR: ${result%%; finished*}"
+    else
+        fail "cargo test $name against PostgreSQL $PG_MAJOR: ${result%%; finished*}"
+    fi
+done <<<"$results"
+if [ "$cargo_rc" = 0 ] && [ "$binaries" -gt 0 ]; then
+    pass "cargo test against PostgreSQL $PG_MAJOR: exit status 0"
+else
+    fail "cargo test against PostgreSQL $PG_MAJOR: exit status $cargo_rc ($binaries test binaries reported)"
+    # Each failed test's output (without backtraces), then how cargo ended.
+    awk '/^failures:$/ { f = 1 } /^test result:/ { f = 0 }
+         f && !/^ +([0-9]+: | +at )/' "$WORK/cargo-test.log" | head -n 200 | sed 's/^/      /'
+    tail -n 8 "$WORK/cargo-test.log" | sed 's/^/      /'
+fi
+connections=$(( $(ct sh -c "grep -c 'connection authorized' $PG_LOG || true") - connections_before ))
+check "the tests used the container's server ($connections connections)" test "$connections" -gt 100
+echo "cargo test against PostgreSQL $PG_VERSION in Debian $DEBIAN_VERSION: $tests_passed passed," \
+    "$tests_failed failed in $binaries test binaries, $(( $(date +%s) - cargo_started ))s"
