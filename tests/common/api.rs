@@ -147,8 +147,8 @@ pub enum TcpAccess {
 impl TestRole {
     /// Like [`TestRole::create`], but only the given kind of TCP connection
     /// is accepted for the role. `None` if the server can't enforce that
-    /// (an external server: the groups and their `pg_hba.conf` lines are the
-    /// throwaway cluster's).
+    /// (an external server without `ASTEGNI_TEST_HBA_GROUPS=1`: the groups
+    /// and their `pg_hba.conf` lines are the throwaway cluster's).
     pub fn with_access(prefix: &str, password: &str, access: TcpAccess) -> Option<TestRole> {
         let group = match access {
             TcpAccess::Any => None,

@@ -35,6 +35,7 @@ pub use certs::{localhost_identity, unrelated_ca_pem};
 pub use cluster::{BINDIR_ENV, Cluster, PLAIN_ONLY_GROUP, TLS_ONLY_GROUP, start_private};
 #[allow(unused_imports)]
 pub use server::{
-    EXTERNAL_TCP_HOST_ENV, EXTERNAL_TCP_PORT_ENV, EXTERNAL_TLS_CA_ENV, EXTERNAL_URL_ENV,
-    admin_client, admin_url, is_throwaway_cluster, tcp_host, tcp_port, tls_ca_file,
+    EXTERNAL_HBA_GROUPS_ENV, EXTERNAL_TCP_HOST_ENV, EXTERNAL_TCP_PORT_ENV, EXTERNAL_TLS_CA_ENV,
+    EXTERNAL_URL_ENV, admin_client, admin_url, is_throwaway_cluster, tcp_host, tcp_port,
+    tls_ca_file,
 };

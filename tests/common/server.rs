@@ -5,8 +5,12 @@
 //!   optionally `ASTEGNI_TEST_TCP_HOST`, default `127.0.0.1`) tells the
 //!   password-over-TCP tests where that server accepts `scram-sha-256` logins;
 //!   without it [`tcp_port`] returns `None` and those tests skip themselves.
-//!   [`tls_ca_file`] is then `ASTEGNI_TEST_TLS_CA` (if set), and the group
-//!   roles of [`super::TcpAccess`] don't exist.
+//!   [`tls_ca_file`] is then `ASTEGNI_TEST_TLS_CA` (if set); its certificate
+//!   must name that host and not `127.0.0.1`, as the throwaway cluster's
+//!   names only `localhost` (so use `ASTEGNI_TEST_TCP_HOST=localhost`). The
+//!   group roles of [`super::TcpAccess`] are taken to exist, with the
+//!   throwaway cluster's `pg_hba.conf` lines for them, only if
+//!   `ASTEGNI_TEST_HBA_GROUPS=1`; otherwise the tests that need them skip.
 //! * Otherwise the harness starts a throwaway cluster ([`super::cluster`]),
 //!   once per test binary (a `LazyLock`), so `cargo test` works on a machine
 //!   that only has the `postgresql` package installed and no server running.
@@ -27,6 +31,10 @@ pub const EXTERNAL_TCP_PORT_ENV: &str = "ASTEGNI_TEST_TCP_PORT";
 pub const EXTERNAL_TCP_HOST_ENV: &str = "ASTEGNI_TEST_TCP_HOST";
 /// CA certificate (PEM) that signed the external server's certificate.
 pub const EXTERNAL_TLS_CA_ENV: &str = "ASTEGNI_TEST_TLS_CA";
+/// `1`: the external server has [`super::TLS_ONLY_GROUP`] and
+/// [`super::PLAIN_ONLY_GROUP`], and its `pg_hba.conf` enforces them for
+/// `127.0.0.1` as the throwaway cluster's does (`tests/common/cluster.rs`).
+pub const EXTERNAL_HBA_GROUPS_ENV: &str = "ASTEGNI_TEST_HBA_GROUPS";
 
 /// The server's superuser conninfo (database `postgres` for the throwaway
 /// cluster; the given value for an external server).
@@ -117,7 +125,7 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| match std::env::var(EXTERNAL_
             kind: Kind::External(url),
             tcp_port,
             tls_ca: None,
-            hba_groups: false,
+            hba_groups: std::env::var(EXTERNAL_HBA_GROUPS_ENV).is_ok_and(|v| v.trim() == "1"),
         }
     }
     _ => {

@@ -30,9 +30,10 @@
 #   7. the integration tests (`cargo test`, built and run on this machine)
 #      against the container's PostgreSQL server over TCP on 127.0.0.1 (the
 #      container shares this machine's network), named to the test harness by
-#      ASTEGNI_TEST_DATABASE_URL, ASTEGNI_TEST_TCP_HOST/PORT and
-#      ASTEGNI_TEST_TLS_CA (tests/common/server.rs).  Tests that start private
-#      clusters (tests/faults/, one in backup.rs) still use this machine's
+#      ASTEGNI_TEST_DATABASE_URL, ASTEGNI_TEST_TCP_HOST/PORT,
+#      ASTEGNI_TEST_TLS_CA and ASTEGNI_TEST_HBA_GROUPS (tests/common/server.rs),
+#      the server set up as the harness's own.  Tests that start private
+#      clusters (two in tests/faults/, one in backup.rs) still use this machine's
 #      PostgreSQL binaries.  One PASS:/FAIL: line per test binary.
 #
 # Needs root and network access to the Debian mirror (read from
@@ -925,8 +926,10 @@ check_eq "purge: dpkg forgot the package" "" \
 # ------------------------- 7. the integration tests against this PostgreSQL
 # The container's server, set up as the harness sets up its own throwaway
 # cluster (tests/common/cluster.rs): TCP on 127.0.0.1 with scram-sha-256
-# (Debian's pg_hba.conf already says so), TLS with a certificate for
-# DNS:localhost only from a CA made for this run, 200 connections, no fsync.
+# (Debian's pg_hba.conf already says so), its two group roles whose members
+# may log in over TCP only with TLS or only without (ASTEGNI_TEST_HBA_GROUPS),
+# TLS with a certificate for DNS:localhost only from a CA made for this run,
+# 200 connections, no fsync.
 # The harness reaches it as a superuser over TCP, at host "localhost" (the
 # name in the certificate; the server listens on 127.0.0.1 only, as the
 # harness's own does, so "localhost" connects there).
@@ -963,8 +966,20 @@ ssl_cert_file = '$PG_ETC/systest-server.crt'
 ssl_key_file = '$PG_ETC/systest-server.key'
 log_connections = on
 EOC
-ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
-    -c "ALTER ROLE postgres PASSWORD '$SUPERUSER_PASSWORD'" || die "setting the superuser's password"
+hba=$(ct cat "$PG_ETC/pg_hba.conf")
+ct sh -c "cat > $PG_ETC/pg_hba.conf" <<EOC
+# The test harness's groups, as in tests/common/cluster.rs (first match wins).
+hostssl   all +astegni_test_tls_only   127.0.0.1/32 scram-sha-256
+host      all +astegni_test_tls_only   127.0.0.1/32 reject
+hostnossl all +astegni_test_plain_only 127.0.0.1/32 scram-sha-256
+host      all +astegni_test_plain_only 127.0.0.1/32 reject
+$hba
+EOC
+ct runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" <<EOC || die "setting up the superuser and the groups"
+ALTER ROLE postgres PASSWORD '$SUPERUSER_PASSWORD';
+CREATE ROLE astegni_test_tls_only;
+CREATE ROLE astegni_test_plain_only;
+EOC
 PG_LOG=/var/log/postgresql/postgresql-$PG_MAJOR-main.log
 ct timeout 120 systemctl restart "postgresql@$PG_MAJOR-main" || die "restarting PostgreSQL $PG_MAJOR"
 connections_before=$(ct sh -c "grep -c 'connection authorized' $PG_LOG || true")
@@ -979,7 +994,7 @@ cargo_started=$(date +%s)
 (cd "$REPO" &&
     ASTEGNI_TEST_DATABASE_URL="postgresql://postgres:$SUPERUSER_PASSWORD@localhost:$PG_PORT/postgres" \
     ASTEGNI_TEST_TCP_HOST=localhost ASTEGNI_TEST_TCP_PORT=$PG_PORT \
-    ASTEGNI_TEST_TLS_CA=$TLS/ca.crt \
+    ASTEGNI_TEST_TLS_CA=$TLS/ca.crt ASTEGNI_TEST_HBA_GROUPS=1 \
     timeout 3600 cargo test --no-fail-fast) >"$WORK/cargo-test.log" 2>&1 && cargo_rc=0 || cargo_rc=$?
 # One line per test binary: "Running <source> (<binary>)" then "test result:".
 results=$(awk '/^ *Running / { name = ($2 == "unittests") ? $3 : $2 }
@@ -1011,5 +1026,9 @@ else
 fi
 connections=$(( $(ct sh -c "grep -c 'connection authorized' $PG_LOG || true") - connections_before ))
 check "the tests used the container's server ($connections connections)" test "$connections" -gt 100
+# tls.rs's roles (tls_*) log in only through its fixture, which skips when
+# the server lacks what it needs: logins over TLS show that it did not.
+tls_logins=$(ct sh -c "grep -c 'connection authorized: user=tls_.* SSL enabled' $PG_LOG || true")
+check "tests/tls.rs ran against this server ($tls_logins logins over TLS)" test "$tls_logins" -gt 0
 echo "cargo test against PostgreSQL $PG_VERSION in Debian $DEBIAN_VERSION: $tests_passed passed," \
     "$tests_failed failed in $binaries test binaries, $(( $(date +%s) - cargo_started ))s"
