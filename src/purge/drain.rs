@@ -83,11 +83,13 @@ pub const FIRST_BATCH: usize = 100;
 /// lookup in every table on its path (a scan where a key has no index), many times what a
 /// plain deletion costs, so the sizer starts lower and grows from what it measures.
 pub const FIRST_PLANNED_BATCH: usize = 10;
-/// How much bigger one batch may be than the one before. A batch is sized to take the
-/// target at the estimated speed; if the estimate was too good by 2x (the machine slowed, or
-/// the rows just measured were unusually cheap), a batch twice the last one, which took at
-/// most the target, takes at most 4x the target: 240 ms, within the 250 ms promise.
-const MAX_GROWTH: f64 = 2.0;
+/// How much bigger one batch may be than the one before. It is not what holds the bound:
+/// the per-row estimate is never below the last measurement, so the next batch, at the
+/// speed just measured, takes at most the target, and on a machine twice as slow 120 ms.
+/// The cap limits how far the rows of one batch predict the next's, mostly on the way up
+/// from the first batch; 2x cost every kind of work more undersized batches (10-30% more
+/// time at 10k) without shortening the longest transaction (BENCHMARKS.md, "Batch size").
+const MAX_GROWTH: f64 = 4.0;
 /// How far one cheaper measurement moves the per-row estimate: half way. A dearer one moves
 /// it all the way, so a batch that ran long shrinks the next at once.
 const EASING: f64 = 0.5;
@@ -437,18 +439,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_grow_at_most_twofold_and_shrink_at_once() {
+    fn batches_grow_at_most_fourfold_and_shrink_at_once() {
         let mut sizer = BatchSizer::new(Duration::from_millis(100), FIRST_BATCH);
         assert_eq!(sizer.size(), FIRST_BATCH);
         sizer.record(100, Duration::from_millis(1));
-        assert_eq!(sizer.size(), 200, "grows at most 2x");
-        sizer.record(200, Duration::from_millis(50));
+        assert_eq!(sizer.size(), 400, "grows at most 4x");
+        sizer.record(400, Duration::from_millis(20));
         assert_eq!(
             sizer.size(),
-            400,
-            "at most 2x even when the target allows more"
+            1600,
+            "at most 4x even when the target allows more"
         );
-        sizer.record(400, Duration::from_millis(1600));
+        sizer.record(1600, Duration::from_millis(6400));
         assert_eq!(
             sizer.size(),
             25,

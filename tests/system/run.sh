@@ -537,6 +537,33 @@ done
 check_eq "service runs as $SVC_USER" "$SVC_USER" "$(ct systemctl show -P User "$UNIT_SVC")"
 check_eq "journald rate limit lifted (1us window)" "1us" "$(ct systemctl show -P LogRateLimitIntervalUSec "$UNIT_SVC")"
 
+# ---------------------------------------------- node_exporter's textfile metrics
+# As README's "Monitoring" says: Debian's node_exporter, the job's user allowed
+# into its textfile directory with an ACL, ASTEGNI_METRICS_FILE in the config.
+TEXTFILE_DIR=/var/lib/prometheus/node-exporter
+METRICS=$TEXTFILE_DIR/astegni-delete-expired.prom
+NODE_EXPORTER_PORT=$((19100 + $$ % 800))
+log "installing prometheus-node-exporter (port $NODE_EXPORTER_PORT) and acl"
+ct mkdir -p /etc/default
+ct_sh "echo 'ARGS=\"--web.listen-address=127.0.0.1:$NODE_EXPORTER_PORT\"' > /etc/default/prometheus-node-exporter"
+if ct timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confold prometheus-node-exporter acl >>"$WORK/apt.log" 2>&1; then
+    pass "prometheus-node-exporter and acl installed"
+else
+    fail "prometheus-node-exporter and acl installed"
+    tail -n 20 "$WORK/apt.log" | sed 's/^/      /'
+fi
+check "setfacl -m u:$SVC_USER:rwx $TEXTFILE_DIR" ct setfacl -m "u:$SVC_USER:rwx" "$TEXTFILE_DIR"
+ct_sh "echo 'ASTEGNI_METRICS_FILE=$METRICS' >> $CONF"
+# The operator's edits from here on: what a reinstall must keep.
+conf_sum_before=$(ct md5sum "$CONF")
+# node_exporter's /metrics, read with bash's /dev/tcp (no curl in the container).
+scrape() {
+    ct bash -c "exec 3<>/dev/tcp/127.0.0.1/$NODE_EXPORTER_PORT &&
+        printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
+        grep '^astegni_delete_expired_' || true
+}
+
 # --------------------------------------------------------------- 4. a real run
 # journal_since CURSOR: the unit's journal entries after CURSOR, as JSON lines.
 journal_cursor() { ct journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'; }
@@ -595,9 +622,20 @@ expected_deletions=$(printf '%s\n' \
 check_eq "journal: one entry per deletion with its fields" \
     "$(echo "$expected_deletions" | tr '\n' '|')" "$(echo "$deletions" | tr '\n' '|')"
 summary=$(ct jq -r --arg mid "$SUMMARY_ID" 'select(.MESSAGE_ID == $mid)
-        | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED) held=\(.HELD) dry_run=\(.DRY_RUN) duration_ok=\(.DURATION_MS | test("^[0-9]+$")) longest_txn_ok=\(.LONGEST_TRANSACTION_MS | test("^[0-9]+$"))"' \
+        | "roles=\(.ROLES_DELETED) accounts=\(.ACCOUNTS_DELETED) failed=\(.FAILED) held=\(.HELD) dry_run=\(.DRY_RUN) duration_ok=\(.DURATION_MS | test("^[0-9]+$")) longest_txn_ok=\(.LONGEST_TRANSACTION_MS | test("^[0-9]+$")) p95_ok=\((.P95_TRANSACTION_MS | tonumber) <= (.LONGEST_TRANSACTION_MS | tonumber)) transactions_ok=\(.TRANSACTIONS | test("^[1-9][0-9]*$"))"' \
     <"$WORK/run1.json" | sed 's/dry_run=\(false\|0\|no\)/dry_run=false/')
-check_eq "journal: one summary entry" "roles=2 accounts=3 failed=0 held=0 dry_run=false duration_ok=true longest_txn_ok=true" "$summary"
+check_eq "journal: one summary entry" "roles=2 accounts=3 failed=0 held=0 dry_run=false duration_ok=true longest_txn_ok=true p95_ok=true transactions_ok=true" "$summary"
+
+check_eq "metrics file written by $SVC_USER, mode 644" "$SVC_USER 644" "$(ct stat -c '%U %a' "$METRICS")"
+check_eq "no temporary metrics file left" "astegni-delete-expired.prom" "$(ct ls -A "$TEXTFILE_DIR")"
+metrics=$(scrape)
+check_eq "node_exporter serves the run's metrics" \
+    "role=2 account=3 exit=0 success=yes" \
+    "$(awk '/^astegni_delete_expired_last_run_deleted\{kind="role"\}/ { r = $2 }
+             /^astegni_delete_expired_last_run_deleted\{kind="account"\}/ { a = $2 }
+             /^astegni_delete_expired_last_run_exit_code / { e = $2 }
+             /^astegni_delete_expired_last_success_timestamp_seconds / { s = "yes" }
+             END { printf "role=%s account=%s exit=%s success=%s", r, a, e, s }' <<<"$metrics")"
 check_eq "journal: the job's entries come from uid $svc_uid" "$svc_uid" \
     "$(ct jq -r --arg id "$PKG" 'select(.SYSLOG_IDENTIFIER == $id) | ._UID' <"$WORK/run1.json" | sort -u | tr '\n' ' ' | sed 's/ $//')"
 
@@ -770,6 +808,7 @@ check_eq "control: of 10000 lines, LogRateLimitIntervalSec=0 loses some ($lines_
     "lost 10000" "$([ "$lines_0" -lt 10000 ] && echo lost || echo "$lines_0") $lines_1us"
 
 log "run against a wrong password"
+LAST_SUCCESS=$(scrape | sed -n 's/^astegni_delete_expired_last_success_timestamp_seconds //p')
 alerts_before=$(alerts_count)
 ct_sh "sed -i 's|^DATABASE_URL=.*|DATABASE_URL=postgresql://astegni_user:$WRONG_PASSWORD@localhost:$PG_PORT/astegni_user_db|' $CONF"
 cursor=$(journal_cursor)
@@ -792,6 +831,12 @@ else
 fi
 check "wrong password: error entry with MESSAGE_ID=$ERROR_ID" \
     grep -q "\"MESSAGE_ID\":\"$ERROR_ID\"" "$WORK/run3-all.json"
+metrics=$(scrape)
+check_eq "wrong password: metrics tell the failure, keep the last success" \
+    "exit=2 success=$LAST_SUCCESS" \
+    "$(awk '/^astegni_delete_expired_last_run_exit_code / { e = $2 }
+             /^astegni_delete_expired_last_success_timestamp_seconds / { s = $2 }
+             END { printf "exit=%s success=%s", e, s }' <<<"$metrics")"
 secrets_found=
 for s in "$WRONG_PASSWORD" "$DB_PASSWORD"; do
     if grep -qF -- "$s" "$WORK/run3-all.json" || ct grep -qrF -- "$s" /var/log/astegni; then
