@@ -1,11 +1,11 @@
-//! The webhook's way to its server: through the proxy the environment names (or not, as
-//! `NO_PROXY` says), and past a dead address of a host name to the next one.
+//! The webhook: the alert a run sends, its retries and certificate check, its secret kept out
+//! of the logs, and its way to the server: through the proxy the environment names (or not,
+//! as `NO_PROXY` says), and past a dead address of a host name to the next one.
 //!
-//! The job runs as `notify-failure`, which sends its alert without a database: these tests are
-//! about the transport. `operator.rs` has the alert's content, the retries and the certificate
-//! check. Every server here is a real socket on loopback: the proxy forwards only there, and
-//! the host names the job resolves itself are `localhost` or come from a hosts file of the
-//! test's own.
+//! The transport tests run the job as `notify-failure`, which sends its alert without a
+//! database. Every server here is a real socket on loopback: the proxy forwards only there,
+//! and the host names the job resolves itself are `localhost` or come from a hosts file of
+//! the test's own.
 
 mod common;
 
@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 
+use common::astegni::Astegni;
 use openssl::ssl::{SslAcceptor, SslMethod};
 
 /// A request the webhook server got.
@@ -263,6 +264,106 @@ impl Refusing {
 }
 
 /// `Basic` credentials as a proxy gets them.
+/// An acceptor presenting the harness's certificate for `localhost`, and the file of the CA
+/// that signed it (removed when the test ends).
+fn localhost_tls(name: &str) -> (SslAcceptor, RemovedOnDrop) {
+    let (ca_pem, certificate, key) = common::localhost_identity();
+    let ca_file =
+        std::env::temp_dir().join(format!("astegni-{name}-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &ca_pem).expect("CA file");
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    acceptor.set_certificate(&certificate).expect("certificate");
+    acceptor.set_private_key(&key).expect("key");
+    (acceptor.build(), RemovedOnDrop(ca_file))
+}
+
+/// A database with one account past its grace period: a run deletes it and alerts.
+fn one_due_account(name: &str) -> Astegni {
+    let astegni = Astegni::new(name);
+    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
+    astegni.leave(leaver, -1);
+    astegni
+}
+
+#[test]
+fn webhook_gets_slack_json_and_its_secret_stays_out_of_the_logs() {
+    let astegni = one_due_account("webhook");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // First answer 500: the job must retry.
+    let requests = webhook_server(listener, None, vec![500, 200]);
+    let url = format!("http://127.0.0.1:{port}/services/T000/B000/XyZsecretToken");
+    let (code, stdout, stderr) = astegni.run(&["--webhook-url", &url]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let first = requests.recv().expect("first request");
+    let second = requests.recv().expect("retried request");
+    assert_eq!(
+        first.line,
+        "POST /services/T000/B000/XyZsecretToken HTTP/1.1"
+    );
+    assert_eq!(first.line, second.line);
+    assert_eq!(second.content_type, "application/json");
+    assert!(
+        second.body.starts_with(
+            "{\"text\":\"Astegni deletion job: COMPLETED: 0 roles and 1 accounts deleted\\n"
+        ),
+        "{}",
+        second.body
+    );
+    assert!(!stdout.contains("XyZsecretToken") && !stderr.contains("XyZsecretToken"));
+}
+
+#[test]
+fn webhook_over_https_verifies_the_certificate() {
+    let astegni = one_due_account("webhooktls");
+    let (acceptor, ca_file) = localhost_tls("hook");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // The first run trusts the system's CAs only: each of its three attempts fails the
+    // handshake (and uses up a status). The second trusts our CA: the fourth is answered.
+    let requests = webhook_server(listener, Some(acceptor), vec![200; 4]);
+    let url = format!("https://localhost:{port}/hook/SeCrEt");
+    let args = ["--webhook-url", url.as_str(), "--notify-on", "always"];
+    let (code, _, stderr) = astegni.run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("webhook https://localhost:{port}/... failed")),
+        "an untrusted certificate must not be accepted: {stderr}"
+    );
+    let ca = ca_file.0.to_str().expect("path");
+    let (code, _, stderr) = astegni.db_run_with_env(&args, &[("SSL_CERT_FILE", ca)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("webhook"), "{stderr}");
+    let request = requests.recv().expect("request over TLS");
+    assert_eq!(request.line, "POST /hook/SeCrEt HTTP/1.1");
+    assert!(
+        request
+            .body
+            .starts_with("{\"text\":\"Astegni deletion job: "),
+        "{}",
+        request.body
+    );
+    assert!(!stderr.contains("SeCrEt"));
+}
+
+#[test]
+fn an_unreachable_webhook_is_logged_without_its_secret() {
+    let astegni = one_due_account("webhookdown");
+    let dead = Refusing::bind(Ipv4Addr::LOCALHOST, 0);
+    let url = format!("http://127.0.0.1:{}/hooks/SECRETPATH", dead.port());
+    let (code, stdout, stderr) = astegni.run(&["--webhook-url", &url, "--notify-on", "always"]);
+    assert_eq!(code, 0, "deletions are unaffected: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "webhook http://127.0.0.1:{}/... failed",
+            dead.port()
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("SECRETPATH") && !stderr.contains("SECRETPATH"));
+    assert_eq!(astegni.count("users"), 0, "the account was deleted");
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -359,21 +460,16 @@ fn no_proxy_sends_the_webhook_past_the_proxy() {
 #[test]
 fn an_https_webhook_is_tunnelled_through_the_proxy_and_verified() {
     let proxy = Proxy::start();
-    let (ca_pem, certificate, key) = common::localhost_identity();
-    let ca_file = std::env::temp_dir().join(format!("astegni-proxy-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca_file, &ca_pem).expect("CA file");
-    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
-    acceptor.set_certificate(&certificate).expect("certificate");
-    acceptor.set_private_key(&key).expect("key");
+    let (acceptor, ca_file) = localhost_tls("proxy");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let requests = webhook_server(listener, Some(acceptor.build()), vec![200]);
+    let requests = webhook_server(listener, Some(acceptor), vec![200]);
     let dead = Refusing::bind(Ipv4Addr::LOCALHOST, 0);
     let url = format!("https://localhost:{port}/services/T0/B0/TlsPathSecret");
     let https_proxy = format!("http://127.0.0.1:{}", proxy.port);
     // HTTP_PROXY is for http URLs: a job that took it would fail on the dead port.
     let http_proxy = format!("http://127.0.0.1:{}", dead.port());
-    let ca = ca_file.to_str().expect("path");
+    let ca = ca_file.0.to_str().expect("path");
     let env = [
         ("ASTEGNI_WEBHOOK_URL", url.as_str()),
         ("HTTPS_PROXY", https_proxy.as_str()),
@@ -381,7 +477,6 @@ fn an_https_webhook_is_tunnelled_through_the_proxy_and_verified() {
         ("SSL_CERT_FILE", ca),
     ];
     let (code, stdout, stderr) = common::run_job(&["notify-failure"], &env);
-    std::fs::remove_file(&ca_file).expect("cleanup");
     assert_eq!(code, 0, "the alert was delivered: {stdout}\n{stderr}");
     let request = requests.recv().expect("the request over TLS");
     assert_eq!(request.line, "POST /services/T0/B0/TlsPathSecret HTTP/1.1");
@@ -428,12 +523,16 @@ fn with_hosts(hosts: &str) -> (Vec<String>, RemovedOnDrop) {
     (prefix, RemovedOnDrop(dir))
 }
 
-/// A directory removed when the test ends, passed or failed.
+/// A file or directory removed when the test ends, passed or failed.
 struct RemovedOnDrop(PathBuf);
 
 impl Drop for RemovedOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
