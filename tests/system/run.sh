@@ -794,8 +794,11 @@ check "large run: journald suppressed nothing" \
 check_eq "large run: no student profile left due" "0" \
     "$(sql "SELECT count(*) FROM student_profiles WHERE id > 100000")"
 # The control: the lowered limit does drop lines of a unit that sets
-# LogRateLimitIntervalSec=0 (systemd 252 and 257 take 0 for "unset"), and
-# the unit's 1us lets them all through.
+# LogRateLimitIntervalSec=0 (systemd 252 and 257 take 0 for "unset"), so the
+# checks above, on the unit as packaged, would have seen a loss.  (A transient
+# unit with 1us, tried as a second control, kept all 10000 lines in most runs
+# but once on 252 only as many as the 0 one: the stream of a transient unit
+# is not the packaged unit's native entries, which never lost one.)
 ratelimit_lines() {
     ct systemd-run --quiet --wait -u "systest-ratelimit-$1" -p "LogRateLimitIntervalSec=$1" \
         sh -c 'seq -f "line %g" 1 10000' >/dev/null 2>&1
@@ -803,9 +806,8 @@ ratelimit_lines() {
     ct sh -c "journalctl -u systest-ratelimit-$1 -o cat --no-pager | grep -c '^line '" || true
 }
 lines_0=$(ratelimit_lines 0)
-lines_1us=$(ratelimit_lines 1us)
-check_eq "control: of 10000 lines, LogRateLimitIntervalSec=0 loses some ($lines_0 kept), 1us none" \
-    "lost 10000" "$([ "$lines_0" -lt 10000 ] && echo lost || echo "$lines_0") $lines_1us"
+check "control: of 10000 lines, LogRateLimitIntervalSec=0 loses some ($lines_0 kept)" \
+    test "${lines_0:-0}" -lt 10000
 
 log "run against a wrong password"
 LAST_SUCCESS=$(scrape | sed -n 's/^astegni_delete_expired_last_success_timestamp_seconds //p')
