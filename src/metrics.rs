@@ -61,70 +61,55 @@ fn seconds(time: SystemTime) -> String {
 }
 
 fn render(run: &LastRun, ended: &str, last_success: Option<&str>) -> String {
-    let mut out = String::new();
-    gauge(
-        &mut out,
+    let mut text = String::new();
+    let out = &mut text;
+    single(
+        out,
         "last_run_timestamp_seconds",
         "When the last run ended.",
+        ended,
     );
-    sample(&mut out, "last_run_timestamp_seconds", "", ended);
     if let Some(last_success) = last_success {
-        gauge(
-            &mut out,
-            "last_success_timestamp_seconds",
-            "When the last run that exited 0 ended.",
-        );
-        sample(&mut out, "last_success_timestamp_seconds", "", last_success);
+        let help = "When the last run that exited 0 ended.";
+        single(out, "last_success_timestamp_seconds", help, last_success);
     }
-    gauge(
-        &mut out,
+    let code = run.exit_code.to_string();
+    single(
+        out,
         "last_run_exit_code",
         "The last run's exit code (0: success).",
+        &code,
     );
-    sample(
-        &mut out,
-        "last_run_exit_code",
-        "",
-        &run.exit_code.to_string(),
-    );
-    gauge(
-        &mut out,
+    let duration = in_seconds(run.duration);
+    single(
+        out,
         "last_run_duration_seconds",
         "How long the last run took.",
+        &duration,
     );
-    sample(
-        &mut out,
-        "last_run_duration_seconds",
-        "",
-        &format!("{:.3}", run.duration.as_secs_f64()),
-    );
-    counts(&mut out, run);
+    counts(out, run);
     let transactions = run.summary.map(|summary| &summary.transactions);
     let longest = transactions.map_or(Duration::ZERO, |times| times.longest());
     let p95 = transactions.map_or(Duration::ZERO, |times| times.percentile(95));
-    gauge(
-        &mut out,
+    let help = "The longest transaction of the last run that held row locks.";
+    single(
+        out,
         "last_run_longest_transaction_seconds",
-        "The longest transaction of the last run that held row locks.",
+        help,
+        &in_seconds(longest),
     );
-    sample(
-        &mut out,
-        "last_run_longest_transaction_seconds",
-        "",
-        &format!("{:.3}", longest.as_secs_f64()),
-    );
-    gauge(
-        &mut out,
+    let help = "95% of the last run's locking transactions took at most this long.";
+    single(
+        out,
         "last_run_p95_transaction_seconds",
-        "95% of the last run's locking transactions took at most this long.",
+        help,
+        &in_seconds(p95),
     );
-    sample(
-        &mut out,
-        "last_run_p95_transaction_seconds",
-        "",
-        &format!("{:.3}", p95.as_secs_f64()),
-    );
-    out
+    text
+}
+
+fn in_seconds(duration: Duration) -> String {
+    format!("{:.3}", duration.as_secs_f64())
 }
 
 /// A count of rows by what became of them: its name, its help and where it is in `Counts`.
@@ -192,6 +177,12 @@ fn counts(out: &mut String, run: &LastRun) {
             sample(out, name, labels, &count(counts).to_string());
         }
     }
+}
+
+/// A gauge with one sample and no labels.
+fn single(out: &mut String, name: &str, help: &str, value: &str) {
+    gauge(out, name, help);
+    sample(out, name, "", value);
 }
 
 fn gauge(out: &mut String, name: &str, help: &str) {

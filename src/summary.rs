@@ -40,7 +40,7 @@ pub struct Summary {
     pub dry_run: bool,
     /// Over both databases.
     pub counts: Counts,
-    /// Those of the advertiser database, when the run worked there.
+    /// Those of the advertiser database, once an outcome there was counted.
     pub advertiser: Option<Counts>,
     /// How long each of our transactions that held row locks took.
     pub transactions: TransactionTimes,

@@ -278,6 +278,7 @@ fn prefix_matches(network: u128, ip: u128, width: u32, bits: Option<u32>) -> boo
     let mask = u128::MAX.checked_shl(ignored).unwrap_or(0);
     network & mask == ip & mask
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

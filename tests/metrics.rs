@@ -129,9 +129,7 @@ fn every_real_run_rewrites_the_metrics_and_a_failure_keeps_the_last_success() {
 
 #[test]
 fn a_metrics_file_that_cannot_be_written_costs_a_warning_not_the_run() {
-    let astegni = Astegni::new("metricsbad");
-    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
-    astegni.leave(leaver, -1);
+    let astegni = Astegni::with_one_due_account("metricsbad");
     let dir = metrics_dir("missing");
     let path = dir.join("no-such-directory/astegni.prom");
     let (code, stdout, stderr) = astegni.run(&[
@@ -154,9 +152,7 @@ fn a_metrics_file_that_cannot_be_written_costs_a_warning_not_the_run() {
 
 #[test]
 fn a_metrics_file_not_named_prom_is_refused_before_anything_is_deleted() {
-    let astegni = Astegni::new("metricsname");
-    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
-    astegni.leave(leaver, -1);
+    let astegni = Astegni::with_one_due_account("metricsname");
     let (code, _, stderr) = astegni.run(&["--metrics-file", "/tmp/astegni.txt"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(

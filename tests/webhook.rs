@@ -277,17 +277,9 @@ fn localhost_tls(name: &str) -> (SslAcceptor, RemovedOnDrop) {
     (acceptor.build(), RemovedOnDrop(ca_file))
 }
 
-/// A database with one account past its grace period: a run deletes it and alerts.
-fn one_due_account(name: &str) -> Astegni {
-    let astegni = Astegni::new(name);
-    let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
-    astegni.leave(leaver, -1);
-    astegni
-}
-
 #[test]
 fn webhook_gets_slack_json_and_its_secret_stays_out_of_the_logs() {
-    let astegni = one_due_account("webhook");
+    let astegni = Astegni::with_one_due_account("webhook");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     // First answer 500: the job must retry.
@@ -315,7 +307,7 @@ fn webhook_gets_slack_json_and_its_secret_stays_out_of_the_logs() {
 
 #[test]
 fn webhook_over_https_verifies_the_certificate() {
-    let astegni = one_due_account("webhooktls");
+    let astegni = Astegni::with_one_due_account("webhooktls");
     let (acceptor, ca_file) = localhost_tls("hook");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -348,7 +340,7 @@ fn webhook_over_https_verifies_the_certificate() {
 
 #[test]
 fn an_unreachable_webhook_is_logged_without_its_secret() {
-    let astegni = one_due_account("webhookdown");
+    let astegni = Astegni::with_one_due_account("webhookdown");
     let dead = Refusing::bind(Ipv4Addr::LOCALHOST, 0);
     let url = format!("http://127.0.0.1:{}/hooks/SECRETPATH", dead.port());
     let (code, stdout, stderr) = astegni.run(&["--webhook-url", &url, "--notify-on", "always"]);

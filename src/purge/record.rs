@@ -29,9 +29,6 @@ impl<'r> Recorder<'r> {
     pub fn set_database(&mut self, database: Database) {
         self.report.set_database(database);
         self.database = database;
-        if database == Database::Advertiser {
-            self.summary.advertiser.get_or_insert_with(Counts::default);
-        }
     }
 
     /// Counts an outcome in the totals and, in the advertiser database, apart.

@@ -62,6 +62,15 @@ impl Astegni {
         Astegni::create(prefix, Variant::default())
     }
 
+    /// An Astegni database whose one user, `leaver@example.com`, left a day past the grace
+    /// period: a run deletes one account.
+    pub fn with_one_due_account(prefix: &str) -> Astegni {
+        let astegni = Astegni::new(prefix);
+        let leaver = astegni.user("leaver@example.com", Some(&["user"]), "user");
+        astegni.leave(leaver, -1);
+        astegni
+    }
+
     fn roles_literal(&self, roles: Option<&[&str]>) -> String {
         let Some(roles) = roles else {
             return "NULL".to_owned();
