@@ -132,8 +132,8 @@ fn counts(out: &mut String, run: &LastRun) {
     };
     let by_database: Vec<(&str, &Counts)> = if run.two_databases {
         vec![
-            ("database=\"user\",", &user),
-            ("database=\"advertiser\",", advertiser),
+            ("database=\"user\"", &user),
+            ("database=\"advertiser\"", advertiser),
         ]
     } else {
         vec![("", total)]
@@ -145,12 +145,12 @@ fn counts(out: &mut String, run: &LastRun) {
     );
     for (database, counts) in &by_database {
         for (kind, count) in [("role", counts.roles), ("account", counts.accounts)] {
-            sample(
-                out,
-                "last_run_deleted",
-                &format!("{database}kind=\"{kind}\""),
-                &count.to_string(),
-            );
+            let kind = format!("kind=\"{kind}\"");
+            let labels = match *database {
+                "" => kind,
+                database => format!("{database},{kind}"),
+            };
+            sample(out, "last_run_deleted", &labels, &count.to_string());
         }
     }
     let outcomes: [Outcome; 3] = [
@@ -173,8 +173,7 @@ fn counts(out: &mut String, run: &LastRun) {
     for (name, help, count) in outcomes {
         gauge(out, name, help);
         for (database, counts) in &by_database {
-            let labels = database.trim_end_matches(',');
-            sample(out, name, labels, &count(counts).to_string());
+            sample(out, name, database, &count(counts).to_string());
         }
     }
 }
